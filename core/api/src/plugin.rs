@@ -1,0 +1,138 @@
+//! Registration: how a plugin crate (compiled in, or loaded as a dynamic library) hands its
+//! plugins to pulse. Each plugin crate exposes `pub fn register(r: &mut Registrar)` and adds one
+//! entry per plugin; the registry crate collects them, rejects duplicate names and serves
+//! lookups by family and type. The wrappers here do the generic part of every factory: strip
+//! `type`, decode the config struct, run its `validate`, then call the plugin's constructor.
+
+use crate::config::{decode, ConfigError, PluginConfig};
+use crate::dataset::Dataset;
+use crate::family::{Family, PluginInfo, Reference};
+use crate::loss::{Loss, LossBuilder};
+use crate::recommender::Recommender;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Builds a dataset from its section.
+pub type DatasetFactory =
+    Box<dyn Fn(&Value) -> Result<Box<dyn Dataset>, Vec<ConfigError>> + Send + Sync>;
+/// Builds a loss from its section.
+pub type LossFactory = Box<dyn Fn(&Value) -> Result<Arc<dyn Loss>, Vec<ConfigError>> + Send + Sync>;
+/// Builds a recommender from its section; losses it names are built through the builder.
+pub type RecommenderFactory = Box<
+    dyn Fn(&Value, &dyn LossBuilder) -> Result<Box<dyn Recommender>, Vec<ConfigError>>
+        + Send
+        + Sync,
+>;
+/// Decodes and validates a section, returning the references it makes.
+pub type Checker = Box<dyn Fn(&Value) -> Result<Vec<Reference>, Vec<ConfigError>> + Send + Sync>;
+
+/// A plugin's constructor from its decoded config, per family.
+pub type BuildDataset<C> = fn(C) -> Result<Box<dyn Dataset>, Vec<ConfigError>>;
+pub type BuildLoss<C> = fn(C) -> Result<Arc<dyn Loss>, Vec<ConfigError>>;
+pub type BuildRecommender<C> =
+    fn(C, &dyn LossBuilder) -> Result<Box<dyn Recommender>, Vec<ConfigError>>;
+
+/// One family's factory.
+pub enum Factory {
+    Dataset(DatasetFactory),
+    Loss(LossFactory),
+    Recommender(RecommenderFactory),
+}
+
+/// A registered plugin.
+pub struct Registration {
+    pub info: PluginInfo,
+    pub check: Checker,
+    pub factory: Factory,
+}
+
+/// Collects registrations from plugin crates.
+#[derive(Default)]
+pub struct Registrar {
+    origin: String,
+    entries: Vec<Registration>,
+}
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar")
+            .field("origin", &self.origin)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+/// Decodes `C` from a section without its `type` key and runs `validate`.
+pub fn decode_section<C: PluginConfig>(section: &Value) -> Result<C, Vec<ConfigError>> {
+    let mut body = section.clone();
+    if let Value::Object(map) = &mut body {
+        map.remove("type");
+    }
+    let cfg: C = decode(&body).map_err(|e| vec![e])?;
+    let errors = cfg.validate();
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
+impl Registrar {
+    /// A registrar whose entries are labelled with `origin` (`built-in`, or a library path).
+    pub fn new(origin: impl Into<String>) -> Self {
+        Self {
+            origin: origin.into(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn into_entries(self) -> Vec<Registration> {
+        self.entries
+    }
+
+    fn info<C: PluginConfig>(&self, family: Family) -> PluginInfo {
+        PluginInfo {
+            family,
+            type_name: C::TYPE.to_string(),
+            summary: C::SUMMARY.to_string(),
+            example: C::EXAMPLE.to_string(),
+            origin: self.origin.clone(),
+        }
+    }
+
+    fn checker<C: PluginConfig + 'static>() -> Checker {
+        Box::new(|v| decode_section::<C>(v).map(|c| c.references()))
+    }
+
+    pub fn dataset<C: PluginConfig + 'static>(&mut self, build: BuildDataset<C>) {
+        let info = self.info::<C>(Family::Dataset);
+        self.entries.push(Registration {
+            info,
+            check: Self::checker::<C>(),
+            factory: Factory::Dataset(Box::new(move |v| build(decode_section::<C>(v)?))),
+        });
+    }
+
+    pub fn loss<C: PluginConfig + 'static>(&mut self, build: BuildLoss<C>) {
+        let info = self.info::<C>(Family::Loss);
+        self.entries.push(Registration {
+            info,
+            check: Self::checker::<C>(),
+            factory: Factory::Loss(Box::new(move |v| build(decode_section::<C>(v)?))),
+        });
+    }
+
+    /// A recommender. Its `check` builds it (with the losses it names) so that an incompatible
+    /// model/loss pair is a validate-time diagnostic; building must therefore be cheap
+    /// (allocate parameters in `prepare`, not here).
+    pub fn recommender<C: PluginConfig + 'static>(&mut self, build: BuildRecommender<C>) {
+        let info = self.info::<C>(Family::Recommender);
+        self.entries.push(Registration {
+            info,
+            check: Self::checker::<C>(),
+            factory: Factory::Recommender(Box::new(move |v, losses| {
+                build(decode_section::<C>(v)?, losses)
+            })),
+        });
+    }
+}

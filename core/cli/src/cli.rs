@@ -1,0 +1,128 @@
+//! Command-line definition (clap derive): every subcommand, flag and the help text that teaches
+//! the tool. Kept apart from the command implementations so `--help` reads as documentation.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  everything succeeded
+  1  the experiment ran, but at least one run failed (each is recorded as FAILED)
+  2  the spec or the command line is invalid (every problem is printed as file:line:col)
+  3  pulse itself could not proceed (I/O, run store, …)
+
+Environment:
+  PULSE_HOME      cache of downloaded data and models (default ~/.cache/pulse)
+  PULSE_STORE     run store directory (default ./pulse-runs)
+  PULSE_LOG       log filter, e.g. debug or pulse_runtime=debug
+  PULSE_A__B=VAL  sets spec key a.b (double underscore = dot), below --set in priority
+
+Quick start:
+  pulse run experiments/quickstart.toml
+  pulse compare --experiment quickstart";
+
+/// pulse — recommendation experiments from declarative TOML specs.
+///
+/// A spec names data sets, models (each with its loss), the split and the evaluation protocol;
+/// `pulse run` trains every model on every data set for each trial (sweep point × ablation ×
+/// seed), evaluates with full ranking, and records each run in the local run store.
+#[derive(Debug, Parser)]
+#[command(name = "pulse", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Run store directory [default: `[tracker] store` of the spec, else ./pulse-runs].
+    #[arg(long, global = true, env = "PULSE_STORE")]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an experiment: every trial, data set and model; prints the result table.
+    Run {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Run only the trial whose id starts with this (see `pulse plan`).
+        #[arg(long)]
+        trial: Option<String>,
+        /// Hide progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check a spec and report every problem with its location; runs nothing.
+    Validate {
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// List the trials a spec expands to (sweep × ablations × seeds) and what each changes.
+    Plan {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// List available plugins, optionally of one family (dataset, loss, recommender).
+    List {
+        /// Plugin family.
+        family: Option<String>,
+    },
+    /// Print a commented TOML section for a plugin, with every default.
+    Example {
+        /// Plugin family (dataset, loss, recommender).
+        family: String,
+        /// Plugin type, e.g. sasrec.
+        type_name: String,
+    },
+    /// List stored runs.
+    Runs {
+        /// Only this experiment.
+        #[arg(long)]
+        experiment: Option<String>,
+    },
+    /// Compare stored runs: one row per (trial, data set, model) with its test metrics.
+    Compare {
+        /// Experiment name (default: the most recently run one).
+        #[arg(long)]
+        experiment: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = TableFormat::Md)]
+        format: TableFormat,
+        /// Show every run, not only the latest per (trial, data set, model).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// A spec file and its overrides.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// Experiment spec (TOML).
+    pub spec: PathBuf,
+    /// Override a key: `--set models.sasrec.hidden_size=128` (value in TOML syntax; a bare word
+    /// is a string). Repeatable; highest priority.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Ignore PULSE_* environment overrides.
+    #[arg(long)]
+    pub no_env: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableFormat {
+    Md,
+    Csv,
+    Json,
+}

@@ -1,0 +1,383 @@
+//! `pulse-runtime` runs a [`pulse_spec::Plan`]: for every trial, every data set is loaded and
+//! prepared (memoised within the process), every model is built from the registry, trained by the
+//! core's loop ([`train::fit`]), evaluated on validation and test data, and recorded. A failing
+//! run is recorded FAILED with its error and the sweep goes on; the summary says what failed.
+
+pub mod progress;
+pub mod record;
+pub mod train;
+
+use pulse_api::sections::Mask;
+use pulse_api::{ConfigError, LoadContext, Phase, RunInfo, RunStatus, SplitData, Tracker};
+use pulse_registry::Registry;
+use pulse_spec::{Plan, Trial};
+use record::Recorders;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why a run (or the whole plan) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("no trial id starts with '{0}'; trials: {1}")]
+    NoSuchTrial(String, String),
+    #[error("{0}")]
+    Plugin(#[from] pulse_api::PluginError),
+    #[error("data preparation failed: {0}")]
+    Data(#[from] pulse_data::DataError),
+    #[error("evaluation failed: {0}")]
+    Eval(#[from] pulse_eval::EvalError),
+    #[error("invalid component: {}", join_config_errors(.0))]
+    Config(Vec<ConfigError>),
+    #[error(
+        "training diverged: loss {loss} at epoch {epoch}; lower learning_rate or check the data"
+    )]
+    Diverged { epoch: usize, loss: f64 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("panicked: {0}")]
+    Panic(String),
+}
+
+fn join_config_errors(errs: &[ConfigError]) -> String {
+    errs.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Root of the local run store.
+    pub store_root: PathBuf,
+    /// `$PULSE_HOME`: downloads and caches.
+    pub cache_dir: PathBuf,
+    /// Run only trials whose id starts with this.
+    pub trial: Option<String>,
+    pub show_progress: bool,
+}
+
+/// One (trial, data set, model) run's outcome.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub run_id: String,
+    pub trial_id: String,
+    pub trial_label: String,
+    pub dataset: String,
+    pub model: String,
+    pub seed: u64,
+    pub status: RunStatus,
+    pub error: Option<String>,
+    /// Test metrics keyed like `ndcg@10`.
+    pub test: BTreeMap<String, f64>,
+    pub best_epoch: Option<usize>,
+    pub epochs: usize,
+    pub seconds: f64,
+    pub epoch_seconds: Option<f64>,
+}
+
+/// What `run_plan` did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub experiment: String,
+    pub sweep_id: String,
+    pub store_root: PathBuf,
+    pub rows: Vec<RunRow>,
+}
+
+impl RunSummary {
+    pub fn failed(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.status != RunStatus::Finished)
+            .count()
+    }
+}
+
+/// Runs every selected trial of `plan`, recording into `trackers` (the local store first).
+pub fn run_plan(
+    plan: &Plan,
+    registry: &Registry,
+    trackers: &mut [Box<dyn Tracker>],
+    opts: &RunOptions,
+) -> Result<RunSummary, RuntimeError> {
+    let trials: Vec<&Trial> = match &opts.trial {
+        Some(prefix) => {
+            let t: Vec<&Trial> = plan
+                .trials
+                .iter()
+                .filter(|t| t.id.starts_with(prefix.as_str()))
+                .collect();
+            if t.is_empty() {
+                let known = plan
+                    .trials
+                    .iter()
+                    .map(|t| t.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(RuntimeError::NoSuchTrial(prefix.clone(), known));
+            }
+            t
+        }
+        None => plan.trials.iter().collect(),
+    };
+    let sweep_id = record::new_id(&plan.experiment.name);
+    let mut cache: HashMap<String, Result<Arc<SplitData>, String>> = HashMap::new();
+    let mut rows = Vec::new();
+    let total: usize = trials
+        .iter()
+        .map(|t| t.resolved.experiment.datasets.len() * t.resolved.experiment.models.len())
+        .sum();
+    for trial in trials {
+        let r = &trial.resolved;
+        for ds_name in &r.experiment.datasets {
+            let data = load_data(plan, registry, trial, ds_name, opts, &mut cache);
+            for model_name in &r.experiment.models {
+                tracing::info!(
+                    "[{}/{total}] trial {} ({}) · {ds_name} · {model_name}",
+                    rows.len() + 1,
+                    trial.id,
+                    trial.label
+                );
+                let row = run_one(
+                    plan, registry, trackers, opts, &sweep_id, trial, ds_name, model_name, &data,
+                );
+                match &row.error {
+                    Some(e) => tracing::error!("{model_name} on {ds_name} failed: {e}"),
+                    None => tracing::info!(
+                        "{model_name} on {ds_name}: {} ({:.1} s)",
+                        fmt_metrics(&row.test),
+                        row.seconds
+                    ),
+                }
+                rows.push(row);
+            }
+        }
+    }
+    Ok(RunSummary {
+        experiment: plan.experiment.name.clone(),
+        sweep_id,
+        store_root: opts.store_root.clone(),
+        rows,
+    })
+}
+
+fn fmt_metrics(m: &BTreeMap<String, f64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Loads and prepares a data set once per (section, split, seed) within the process.
+fn load_data(
+    plan: &Plan,
+    registry: &Registry,
+    trial: &Trial,
+    name: &str,
+    opts: &RunOptions,
+    cache: &mut HashMap<String, Result<Arc<SplitData>, String>>,
+) -> Result<Arc<SplitData>, String> {
+    let r = &trial.resolved;
+    let section = r.datasets.get(name).cloned().unwrap_or_default();
+    let key = serde_json::json!([section, r.split, trial.seed]).to_string();
+    if let Some(hit) = cache.get(&key) {
+        return hit.clone();
+    }
+    let started = Instant::now();
+    let result = (|| -> Result<Arc<SplitData>, RuntimeError> {
+        let ds = registry.build_dataset(&section).map_err(RuntimeError::Config)?;
+        tracing::info!("loading {name}: {}", ds.describe());
+        let ctx = LoadContext {
+            cache_dir: opts.cache_dir.clone(),
+            base_dir: plan.base_dir.clone(),
+            seed: trial.seed,
+        };
+        let raw = ds.load(&ctx)?;
+        let mut data = pulse_data::prepare(&raw, &r.split)?;
+        data.dataset = name.to_string();
+        let s = &data.stats;
+        tracing::info!(
+            "{name}: {} users, {} items, {} interactions after filtering ({} raw); train/valid/test {}/{}/{} ({:.1} s)",
+            s.users, s.items, s.interactions, s.raw_interactions, s.train, s.valid, s.test,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Arc::new(data))
+    })()
+    .map_err(|e| e.to_string());
+    cache.insert(key, result.clone());
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    plan: &Plan,
+    registry: &Registry,
+    trackers: &mut [Box<dyn Tracker>],
+    opts: &RunOptions,
+    sweep_id: &str,
+    trial: &Trial,
+    ds_name: &str,
+    model_name: &str,
+    data: &Result<Arc<SplitData>, String>,
+) -> RunRow {
+    let r = &trial.resolved;
+    let section = r.models.get(model_name).cloned().unwrap_or_default();
+    let model_type = section
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("?")
+        .to_string();
+    let run_id = record::new_id(&format!("{}/{ds_name}/{model_name}", trial.id));
+    let info = RunInfo {
+        run_id: run_id.clone(),
+        experiment: plan.experiment.name.clone(),
+        sweep_id: sweep_id.to_string(),
+        trial_id: trial.id.clone(),
+        trial_label: trial.label.clone(),
+        ablation: trial.ablation.clone(),
+        model: model_name.to_string(),
+        model_type,
+        dataset: ds_name.to_string(),
+        seed: trial.seed,
+        resolved_spec: r.value.clone(),
+        params: pulse_spec::flatten(&r.value),
+        environment: record::environment(&plan.base_dir, trial.seed),
+    };
+    let mut rec = Recorders::start(trackers, &info);
+    let started = Instant::now();
+    let mut row = RunRow {
+        run_id,
+        trial_id: trial.id.clone(),
+        trial_label: trial.label.clone(),
+        dataset: ds_name.to_string(),
+        model: model_name.to_string(),
+        seed: trial.seed,
+        status: RunStatus::Finished,
+        error: None,
+        test: BTreeMap::new(),
+        best_epoch: None,
+        epochs: 0,
+        seconds: 0.0,
+        epoch_seconds: None,
+    };
+    // A panic inside a plugin must not take the sweep down: record it like any failure.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let data = data
+            .as_ref()
+            .map_err(|e| RuntimeError::Invalid(e.clone()))?;
+        fit_and_evaluate(
+            registry, r, &section, data, trial.seed, model_name, opts, &mut rec, &mut row,
+        )
+    }))
+    .unwrap_or_else(|p| Err(RuntimeError::Panic(panic_message(&p))));
+    row.seconds = started.elapsed().as_secs_f64();
+    rec.metric("run_seconds", row.seconds, 0);
+    match outcome {
+        Ok(()) => rec.finish(RunStatus::Finished, None),
+        Err(e) => {
+            let msg = e.to_string();
+            row.status = RunStatus::Failed;
+            row.error = Some(msg.clone());
+            rec.finish(RunStatus::Failed, Some(&msg));
+        }
+    }
+    row
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fit_and_evaluate(
+    registry: &Registry,
+    r: &pulse_spec::ResolvedSpec,
+    section: &serde_json::Value,
+    data: &SplitData,
+    seed: u64,
+    model_name: &str,
+    opts: &RunOptions,
+    rec: &mut Recorders,
+    row: &mut RunRow,
+) -> Result<(), RuntimeError> {
+    let mut model = registry
+        .build_recommender(section)
+        .map_err(RuntimeError::Config)?;
+    let mask: Mask = r.eval.mask;
+    let settings = train::FitSettings {
+        eval: &r.eval,
+        mask,
+        seed,
+        label: model_name.to_string(),
+        show_progress: opts.show_progress,
+    };
+    let fit = train::fit(model.as_mut(), data, &settings, rec)?;
+    row.best_epoch = fit.best_epoch;
+    row.epochs = fit.epochs;
+    row.epoch_seconds = fit.epoch_seconds;
+    let mut summary = vec![("fit_seconds".to_string(), fit.seconds)];
+    if let Some(e) = fit.best_epoch {
+        summary.push(("best_epoch".into(), e as f64));
+    }
+    if let Some(s) = fit.epoch_seconds {
+        summary.push(("epoch_seconds".into(), s));
+    }
+    summary.push(("epochs".into(), fit.epochs as f64));
+    rec.metrics(&summary, 0);
+
+    let has_valid = data.valid.iter().any(|v| !v.is_empty());
+    if has_valid {
+        let v = pulse_eval::evaluate(&*model, data, Phase::Valid, &r.eval, mask, seed)?;
+        let batch: Vec<(String, f64)> = v
+            .metrics
+            .iter()
+            .map(|(k, x)| (format!("best_valid/{k}"), *x))
+            .collect();
+        rec.metrics(&batch, 0);
+    }
+    let t = Instant::now();
+    let test = pulse_eval::evaluate(&*model, data, Phase::Test, &r.eval, mask, seed)?;
+    let batch: Vec<(String, f64)> = test
+        .metrics
+        .iter()
+        .map(|(k, x)| (format!("test/{k}"), *x))
+        .collect();
+    rec.metrics(&batch, 0);
+    rec.metric("eval_seconds", t.elapsed().as_secs_f64(), 0);
+    row.test = test.metrics.clone();
+
+    // Per-user test metrics, for paired significance tests across models.
+    let per_user = serde_json::json!({
+        "users": test.users.iter().map(|&u| data.user_ids[u as usize].clone()).collect::<Vec<_>>(),
+        "metrics": test.per_user,
+    });
+    rec.artifact("per_user_test.json", per_user.to_string().as_bytes());
+    let weights = model.snapshot()?;
+    if !weights.is_empty() {
+        match safetensors_bytes(&weights) {
+            Ok(bytes) => rec.artifact("best.safetensors", &bytes),
+            Err(e) => tracing::warn!("could not serialise weights of {model_name}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Serialises named tensors in the safetensors format.
+fn safetensors_bytes(weights: &[(String, candle_core::Tensor)]) -> Result<Vec<u8>, RuntimeError> {
+    let map: HashMap<String, candle_core::Tensor> = weights.iter().cloned().collect();
+    let dir = std::env::temp_dir().join(format!("pulse-st-{}", record::new_id("st")));
+    std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    let path = dir.join("w.safetensors");
+    let res = candle_core::safetensors::save(&map, &path)
+        .map_err(|e| RuntimeError::Invalid(e.to_string()))
+        .and_then(|_| std::fs::read(&path).map_err(|e| RuntimeError::Invalid(e.to_string())));
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}

@@ -1,0 +1,280 @@
+//! Pieces every trained model here shares: seeded weight initialisation (candle's own CPU RNG is
+//! not reproducible across runs, so weights come from `pulse_api::rng`), uniform negative
+//! sampling, the model/loss compatibility check made at build time, applying a loss to the
+//! scores a model produced, and deep-copy snapshots of named parameters.
+
+use candle_core::{DType, Device, Tensor, Var};
+use pulse_api::config::ConfigErrorKind;
+use pulse_api::rng::Rng;
+use pulse_api::{ConfigError, Loss, LossInput, PluginError};
+use rand::Rng as _;
+
+/// Every model here runs on the CPU.
+pub(crate) const DEVICE: Device = Device::Cpu;
+
+/// A `[rows, cols]` f32 variable drawn from N(0, std²) with the given generator.
+pub(crate) fn normal_var(
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    std: f64,
+) -> Result<Var, PluginError> {
+    let mut values = Vec::with_capacity(rows * cols);
+    while values.len() < rows * cols {
+        // Box–Muller gives two independent normals per pair of uniforms.
+        let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1], keeps ln finite
+        let u2: f64 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt() * std;
+        let theta = std::f64::consts::TAU * u2;
+        values.push((r * theta.cos()) as f32);
+        if values.len() < rows * cols {
+            values.push((r * theta.sin()) as f32);
+        }
+    }
+    Ok(Var::from_vec(values, (rows, cols), &DEVICE)?)
+}
+
+/// A variable filled with `value` (layer-norm gains and biases).
+pub(crate) fn const_var(len: usize, value: f32) -> Result<Var, PluginError> {
+    Ok(Var::from_vec(vec![value; len], len, &DEVICE)?)
+}
+
+/// Xavier-normal standard deviation of a `[rows, cols]` embedding table, as PyTorch computes it
+/// (fan_in = cols, fan_out = rows).
+pub(crate) fn xavier_std(rows: usize, cols: usize) -> f64 {
+    (2.0 / (rows + cols) as f64).sqrt()
+}
+
+/// `k` negatives per positive, uniform over the other `n_items - 1` items (with replacement).
+pub(crate) fn sample_negatives(
+    rng: &mut Rng,
+    positives: &[u32],
+    k: usize,
+    n_items: u32,
+) -> Vec<u32> {
+    let mut out = Vec::with_capacity(positives.len() * k);
+    for &p in positives {
+        for _ in 0..k {
+            let j = rng.random_range(0..n_items - 1);
+            out.push(if j >= p { j + 1 } else { j });
+        }
+    }
+    out
+}
+
+/// Rejects a loss whose input the model cannot produce. Both models here produce full logits
+/// and sampled scores; a sampled loss must ask for at least one negative.
+pub(crate) fn check_loss(model: &str, loss: &dyn Loss) -> Result<(), Vec<ConfigError>> {
+    match loss.input() {
+        LossInput::FullLogits => Ok(()),
+        LossInput::Sampled { negatives } if negatives > 0 => Ok(()),
+        LossInput::Sampled { .. } => Err(vec![ConfigError::new(
+            vec!["loss".into(), "type".into()],
+            ConfigErrorKind::Incompatible(format!(
+                "model '{model}' cannot train with loss '{}': it asks for 0 sampled negatives, \
+                 and a model can only produce scores for at least one",
+                loss.type_name()
+            )),
+        )]),
+    }
+}
+
+/// Checks the training data can feed the loss: sampling a negative needs two items.
+pub(crate) fn check_items(model: &str, loss: &dyn Loss, n_items: usize) -> Result<(), PluginError> {
+    if n_items == 0 {
+        return Err(PluginError::Data(format!(
+            "model '{model}' needs at least one item"
+        )));
+    }
+    if matches!(loss.input(), LossInput::Sampled { .. }) && n_items < 2 {
+        return Err(PluginError::Data(format!(
+            "model '{model}' with loss '{}' samples negatives and needs at least two items",
+            loss.type_name()
+        )));
+    }
+    if u32::try_from(n_items).is_err() {
+        return Err(PluginError::Data(format!(
+            "model '{model}': {n_items} items exceed the u32 id range"
+        )));
+    }
+    Ok(())
+}
+
+/// The value of a scalar (or one-element) loss tensor; a non-finite value is an error because
+/// continuing would only spread NaN through the weights.
+pub(crate) fn loss_value(loss: &Tensor, model: &str) -> Result<f64, PluginError> {
+    let v = loss.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    match v.as_slice() {
+        [x] if x.is_finite() => Ok(*x),
+        [x] => Err(PluginError::Other(format!(
+            "model '{model}': training loss became {x}; try a smaller learning_rate"
+        ))),
+        _ => Err(PluginError::Other(format!(
+            "model '{model}': the loss returned {} values instead of one",
+            v.len()
+        ))),
+    }
+}
+
+/// Deep copies of named variables.
+pub(crate) fn snapshot(vars: &[(String, Var)]) -> Result<Vec<(String, Tensor)>, PluginError> {
+    vars.iter()
+        .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+        .collect()
+}
+
+/// Writes weights taken by [`snapshot`] back, checking every name and shape first so that a
+/// mismatched snapshot leaves the model untouched.
+pub(crate) fn restore(
+    vars: &[(String, Var)],
+    weights: &[(String, Tensor)],
+) -> Result<(), PluginError> {
+    let mut matched = Vec::with_capacity(vars.len());
+    for (name, var) in vars {
+        let (_, w) = weights
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| PluginError::Other(format!("snapshot has no weight '{name}'")))?;
+        if w.dims() != var.dims() {
+            return Err(PluginError::Other(format!(
+                "snapshot weight '{name}' has shape {:?}, the model needs {:?}",
+                w.dims(),
+                var.dims()
+            )));
+        }
+        matched.push((var, w));
+    }
+    if weights.len() != vars.len() {
+        return Err(PluginError::Other(format!(
+            "snapshot has {} weights, the model has {}",
+            weights.len(),
+            vars.len()
+        )));
+    }
+    for (var, w) in matched {
+        var.set(&w.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// The error for `score`/`train_epoch` before `prepare`.
+pub(crate) fn not_prepared(model: &str) -> PluginError {
+    PluginError::Other(format!("model '{model}' was used before prepare()"))
+}
+
+/// An `[n]` u32 tensor.
+pub(crate) fn ids(v: Vec<u32>) -> Result<Tensor, PluginError> {
+    let n = v.len();
+    Ok(Tensor::from_vec(v, n, &DEVICE)?)
+}
+
+/// The loss of query vectors `[n, d]` scored against item embeddings: either full logits over
+/// the first `n_items` rows of `table` (a padding row may follow them) or the positive's score
+/// and `k` uniform negatives per row, whichever the loss takes.
+pub(crate) fn item_loss(
+    loss: &dyn Loss,
+    query: &Tensor,
+    table: &Tensor,
+    n_items: usize,
+    targets: Vec<u32>,
+    rng: &mut Rng,
+) -> Result<Tensor, PluginError> {
+    match loss.input() {
+        LossInput::FullLogits => {
+            let items = table.narrow(0, 0, n_items)?;
+            let logits = query.matmul(&items.t()?)?;
+            loss.full(&logits, &ids(targets)?)
+        }
+        LossInput::Sampled { negatives } => {
+            let (n, dim) = query.dims2()?;
+            let neg = sample_negatives(rng, &targets, negatives, n_items as u32);
+            let pos = table.index_select(&ids(targets)?, 0)?;
+            let pos_scores = (query * &pos)?.sum(1)?;
+            let neg_emb = table
+                .index_select(&ids(neg)?, 0)?
+                .reshape((n, negatives, dim))?;
+            let neg_scores = neg_emb.matmul(&query.unsqueeze(2)?)?.squeeze(2)?;
+            loss.sampled(&pos_scores, &neg_scores)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulse_api::rng::derive;
+
+    #[track_caller]
+    fn check_negatives(positives: &[u32], k: usize, n_items: u32) {
+        let neg = sample_negatives(&mut derive(1, "neg"), positives, k, n_items);
+        assert_eq!(neg.len(), positives.len() * k);
+        let mut seen = vec![0usize; n_items as usize];
+        for (row, &p) in neg.chunks(k).zip(positives) {
+            for &j in row {
+                assert!(j < n_items && j != p, "negative {j} for positive {p}");
+                seen[j as usize] += 1;
+            }
+        }
+        let others = seen
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !positives.contains(&(i as u32)));
+        assert!(
+            others.clone().all(|(_, &c)| c > 0),
+            "every other item drawn: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn negatives_avoid_the_positive_and_cover_the_rest() {
+        check_negatives(&[0; 200], 3, 5);
+        check_negatives(&[4; 200], 1, 5);
+        check_negatives(&[1, 0], 200, 2);
+    }
+
+    #[test]
+    fn normal_init_has_the_requested_spread_and_is_seeded() {
+        let draw = || normal_var(&mut derive(3, "init"), 200, 50, 0.02).unwrap();
+        let v = draw()
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let n = v.len() as f32;
+        let mean = v.iter().sum::<f32>() / n;
+        let std = (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n).sqrt();
+        assert!(
+            mean.abs() < 0.001 && (std - 0.02).abs() < 0.001,
+            "{mean} {std}"
+        );
+        let again = draw()
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(v, again);
+        let odd = normal_var(&mut derive(3, "init"), 3, 3, 1.0).unwrap();
+        assert_eq!(odd.dims(), [3, 3]);
+    }
+
+    #[test]
+    fn restore_checks_names_and_shapes() {
+        let a = const_var(3, 1.0).unwrap();
+        let vars = vec![("a".to_string(), a.clone())];
+        let snap = snapshot(&vars).unwrap();
+        a.set(&Tensor::zeros(3, DType::F32, &DEVICE).unwrap())
+            .unwrap();
+        assert_eq!(snap[0].1.to_vec1::<f32>().unwrap(), [1.0; 3], "deep copy");
+        restore(&vars, &snap).unwrap();
+        assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), [1.0; 3]);
+        let wrong = vec![(
+            "a".to_string(),
+            Tensor::zeros(2, DType::F32, &DEVICE).unwrap(),
+        )];
+        assert!(restore(&vars, &wrong).is_err());
+        let renamed = vec![("b".to_string(), snap[0].1.clone())];
+        assert!(restore(&vars, &renamed).is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! Built-in recommenders of pulse: `pop` (item popularity), `bpr-mf` (matrix factorisation)
+//! and `sasrec` (self-attentive sequential recommendation). Each is a typed config (the
+//! factory input, with defaults and range checks) plus a [`pulse_api::Recommender`]; the core
+//! runs their training loop. Trained models take their loss as a plugin and produce either full
+//! logits or sampled scores for it. Everything runs on the CPU through candle, with every
+//! random draw (initial weights, shuffling, dropout, negatives) from `pulse_api::rng`, so a
+//! seed reproduces a run bit for bit.
+
+pub mod bpr_mf;
+mod common;
+mod ops;
+pub mod pop;
+pub mod sasrec;
+#[cfg(test)]
+mod testing;
+
+pub use bpr_mf::BprMfConfig;
+pub use pop::PopConfig;
+pub use sasrec::SasRecConfig;
+
+/// Registers `pop`, `bpr-mf` and `sasrec`.
+pub fn register(r: &mut pulse_api::Registrar) {
+    r.recommender::<PopConfig>(pop::build);
+    r.recommender::<BprMfConfig>(bpr_mf::build);
+    r.recommender::<SasRecConfig>(sasrec::build);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestLosses;
+    use pulse_api::plugin::Factory;
+    use pulse_api::{Family, ModelKind, Registrar};
+    use serde_json::json;
+
+    #[track_caller]
+    fn check(section: serde_json::Value, expected: Result<ModelKind, &str>) {
+        let mut r = Registrar::new("built-in");
+        register(&mut r);
+        let entries = r.into_entries();
+        let ty = section["type"].as_str().unwrap();
+        let entry = entries.iter().find(|e| e.info.type_name == ty).unwrap();
+        assert_eq!(entry.info.family, Family::Recommender);
+        let Factory::Recommender(build) = &entry.factory else {
+            panic!("{ty} is not registered as a recommender")
+        };
+        match (build(&section, &TestLosses), expected) {
+            (Ok(m), Ok(kind)) => {
+                assert_eq!(m.kind(), kind);
+                assert!((entry.check)(&section).is_ok());
+            }
+            (Err(errs), Err(key)) => {
+                assert_eq!(errs[0].dotted(), key, "{errs:?}");
+            }
+            (Ok(_), Err(key)) => panic!("{ty}: expected an error at {key}"),
+            (Err(errs), Ok(_)) => panic!("{ty}: {errs:?}"),
+        }
+    }
+
+    #[test]
+    fn registers_all_three() {
+        let mut r = Registrar::new("built-in");
+        register(&mut r);
+        let names: Vec<String> = r
+            .into_entries()
+            .into_iter()
+            .map(|e| e.info.type_name)
+            .collect();
+        assert_eq!(names, ["pop", "bpr-mf", "sasrec"]);
+
+        check(json!({"type": "pop"}), Ok(ModelKind::General));
+        check(json!({"type": "bpr-mf"}), Ok(ModelKind::General));
+        check(json!({"type": "sasrec"}), Ok(ModelKind::Sequential));
+        check(
+            json!({"type": "sasrec", "loss": {"type": "bpr"}}),
+            Ok(ModelKind::Sequential),
+        );
+        check(
+            json!({"type": "bpr-mf", "loss": {"type": "ce"}}),
+            Ok(ModelKind::General),
+        );
+        check(json!({"type": "pop", "size": 3}), Err("size"));
+        check(
+            json!({"type": "sasrec", "hiden_size": 3}),
+            Err("hiden_size"),
+        );
+        check(
+            json!({"type": "bpr-mf", "loss": {"type": "zero-negatives"}}),
+            Err("loss.type"),
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! The SASRec network: item + learned position embeddings, a stack of post-norm transformer
+//! blocks (causal multi-head self-attention, GELU feed-forward) as in RecBole's
+//! `TransformerEncoder`, and batches of left-padded sequences to run it on.
+//!
+//! Layout choices for speed on a CPU: activations stay 2-D `[batch · len, hidden]` so every
+//! projection is one matrix product; the heads are moved into the batch dimension by one copy
+//! (`split_heads`, whose gradient is one copy back, unlike narrow/cat whose gradients pad to
+//! full size) so attention is one batched product and one softmax per layer; the causal and
+//! padding masks are one additive `[batch, len, len]` tensor per batch, shared by all heads and
+//! layers; biases and position embeddings are added with `add_rows`, whose gradient is one pass.
+
+use crate::common::{self, DEVICE};
+use crate::ops;
+use candle_core::{Tensor, Var};
+use pulse_api::rng::Rng;
+use pulse_api::PluginError;
+
+/// RecBole's `layer_norm_eps`.
+const LN_EPS: f32 = 1e-12;
+/// RecBole's `initializer_range`: every weight matrix starts N(0, 0.02²).
+const INIT_STD: f64 = 0.02;
+/// Added to masked attention scores (RecBole's value; `exp` of it underflows to exactly 0).
+const MASKED: f32 = -10_000.0;
+
+/// Sizes of the network.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Dims {
+    pub n_items: usize,
+    pub hidden: usize,
+    pub inner: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub max_len: usize,
+}
+
+struct Block {
+    q_w: Var,
+    q_b: Var,
+    k_w: Var,
+    k_b: Var,
+    v_w: Var,
+    v_b: Var,
+    out_w: Var,
+    out_b: Var,
+    ln1_g: Var,
+    ln1_b: Var,
+    ff1_w: Var,
+    ff1_b: Var,
+    ff2_w: Var,
+    ff2_b: Var,
+    ln2_g: Var,
+    ln2_b: Var,
+}
+
+/// The trainable network. `item` has `n_items + 1` rows; the last is padding.
+pub(super) struct Net {
+    pub dims: Dims,
+    pub item: Var,
+    pos: Var,
+    ln_g: Var,
+    ln_b: Var,
+    blocks: Vec<Block>,
+}
+
+/// A batch of sequences, each left-padded to `max_len` with the padding id `n_items`.
+pub(super) struct Batch {
+    pub rows: usize,
+    /// `[rows · max_len]` item ids.
+    ids: Tensor,
+    /// `[rows, max_len, max_len]`: 0 where a position may attend, [`MASKED`] elsewhere.
+    mask: Tensor,
+}
+
+impl Batch {
+    /// Builds a batch from sequences of at most `max_len` items each (longer ones keep their
+    /// last `max_len` items).
+    pub fn new<S: AsRef<[u32]>>(seqs: &[S], dims: &Dims) -> Result<Self, PluginError> {
+        let l = dims.max_len;
+        let pad = dims.n_items as u32;
+        let rows = seqs.len();
+        let mut ids = Vec::with_capacity(rows * l);
+        let mut mask = Vec::with_capacity(rows * l * l);
+        for s in seqs {
+            let s = s.as_ref();
+            let s = &s[s.len().saturating_sub(l)..];
+            let first = l - s.len();
+            ids.extend(std::iter::repeat_n(pad, first));
+            ids.extend_from_slice(s);
+            for i in 0..l {
+                // A query attends to real items at or before itself; a padding query (never
+                // read) sees only masked keys, which softmax turns into a harmless average.
+                mask.extend((0..l).map(|j| if j >= first && j <= i { 0.0 } else { MASKED }));
+            }
+        }
+        Ok(Self {
+            rows,
+            ids: Tensor::from_vec(ids, rows * l, &DEVICE)?,
+            mask: Tensor::from_vec(mask, (rows, l, l), &DEVICE)?,
+        })
+    }
+}
+
+/// Dropout settings for a training forward pass.
+pub(super) struct Dropout<'a> {
+    pub p: f32,
+    pub rng: &'a mut Rng,
+}
+
+impl Dropout<'_> {
+    fn apply(&mut self, x: &Tensor) -> Result<Tensor, PluginError> {
+        Ok(ops::dropout(x, self.p, self.rng)?)
+    }
+}
+
+fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    ops::add_rows(&x.matmul(w)?, b)
+}
+
+impl Net {
+    /// Fresh weights from `rng`, laid out like RecBole's initialisation.
+    pub fn new(dims: Dims, rng: &mut Rng) -> Result<Self, PluginError> {
+        let (d, inner) = (dims.hidden, dims.inner);
+        let item = common::normal_var(rng, dims.n_items + 1, d, INIT_STD)?;
+        let pos = common::normal_var(rng, dims.max_len, d, INIT_STD)?;
+        let mut blocks = Vec::with_capacity(dims.layers);
+        for _ in 0..dims.layers {
+            blocks.push(Block {
+                q_w: common::normal_var(rng, d, d, INIT_STD)?,
+                q_b: common::const_var(d, 0.0)?,
+                k_w: common::normal_var(rng, d, d, INIT_STD)?,
+                k_b: common::const_var(d, 0.0)?,
+                v_w: common::normal_var(rng, d, d, INIT_STD)?,
+                v_b: common::const_var(d, 0.0)?,
+                out_w: common::normal_var(rng, d, d, INIT_STD)?,
+                out_b: common::const_var(d, 0.0)?,
+                ln1_g: common::const_var(d, 1.0)?,
+                ln1_b: common::const_var(d, 0.0)?,
+                ff1_w: common::normal_var(rng, d, inner, INIT_STD)?,
+                ff1_b: common::const_var(inner, 0.0)?,
+                ff2_w: common::normal_var(rng, inner, d, INIT_STD)?,
+                ff2_b: common::const_var(d, 0.0)?,
+                ln2_g: common::const_var(d, 1.0)?,
+                ln2_b: common::const_var(d, 0.0)?,
+            });
+        }
+        Ok(Self {
+            dims,
+            item,
+            pos,
+            ln_g: common::const_var(d, 1.0)?,
+            ln_b: common::const_var(d, 0.0)?,
+            blocks,
+        })
+    }
+
+    /// Every parameter with a stable name (snapshots, the optimiser).
+    pub fn named(&self) -> Vec<(String, Var)> {
+        let mut out = vec![
+            ("item_embedding".to_string(), self.item.clone()),
+            ("position_embedding".to_string(), self.pos.clone()),
+            ("embedding_norm.weight".to_string(), self.ln_g.clone()),
+            ("embedding_norm.bias".to_string(), self.ln_b.clone()),
+        ];
+        for (i, b) in self.blocks.iter().enumerate() {
+            let parts = [
+                ("query.weight", &b.q_w),
+                ("query.bias", &b.q_b),
+                ("key.weight", &b.k_w),
+                ("key.bias", &b.k_b),
+                ("value.weight", &b.v_w),
+                ("value.bias", &b.v_b),
+                ("attention_out.weight", &b.out_w),
+                ("attention_out.bias", &b.out_b),
+                ("attention_norm.weight", &b.ln1_g),
+                ("attention_norm.bias", &b.ln1_b),
+                ("ffn_in.weight", &b.ff1_w),
+                ("ffn_in.bias", &b.ff1_b),
+                ("ffn_out.weight", &b.ff2_w),
+                ("ffn_out.bias", &b.ff2_b),
+                ("ffn_norm.weight", &b.ln2_g),
+                ("ffn_norm.bias", &b.ln2_b),
+            ];
+            out.extend(parts.map(|(n, v)| (format!("layers.{i}.{n}"), v.clone())));
+        }
+        out
+    }
+
+    /// Hidden states `[rows · max_len, hidden]` of a batch. With `dropout` the pass is recorded
+    /// for backpropagation; without it the weights are detached (scoring keeps no graph).
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        mut dropout: Option<Dropout<'_>>,
+    ) -> Result<Tensor, PluginError> {
+        let train = dropout.is_some();
+        let w = |v: &Var| {
+            if train {
+                v.as_tensor().clone()
+            } else {
+                v.as_detached_tensor()
+            }
+        };
+        let Dims {
+            hidden: d, heads, ..
+        } = self.dims;
+        let b = batch.rows;
+        let dh = d / heads;
+        let scale = 1.0 / (dh as f32).sqrt();
+
+        let x = w(&self.item).index_select(&batch.ids, 0)?;
+        let x = ops::add_rows(&x, &w(&self.pos))?;
+        let mut x = ops::layer_norm(&x, &w(&self.ln_g), &w(&self.ln_b), LN_EPS)?;
+        if let Some(dr) = dropout.as_mut() {
+            x = dr.apply(&x)?;
+        }
+        for blk in &self.blocks {
+            // [heads · b, l, dh]: head h of row r is batch entry h·b + r.
+            let heads_of = |wt: &Var, bias: &Var| -> candle_core::Result<Tensor> {
+                ops::split_heads(&linear(&x, &w(wt), &w(bias))?, b, heads)
+            };
+            let q = heads_of(&blk.q_w, &blk.q_b)?;
+            let k = heads_of(&blk.k_w, &blk.k_b)?;
+            let v = heads_of(&blk.v_w, &blk.v_b)?;
+            let scores = q.matmul(&k.t()?)?;
+            let mut probs = ops::masked_softmax(&scores, &batch.mask, scale)?;
+            if let Some(dr) = dropout.as_mut() {
+                probs = dr.apply(&probs)?;
+            }
+            let ctx = ops::merge_heads(&probs.matmul(&v)?, b, heads)?;
+            let mut att = linear(&ctx, &w(&blk.out_w), &w(&blk.out_b))?;
+            if let Some(dr) = dropout.as_mut() {
+                att = dr.apply(&att)?;
+            }
+            x = ops::layer_norm(&(att + &x)?, &w(&blk.ln1_g), &w(&blk.ln1_b), LN_EPS)?;
+
+            let ff = ops::gelu(&linear(&x, &w(&blk.ff1_w), &w(&blk.ff1_b))?)?;
+            let mut ff = linear(&ff, &w(&blk.ff2_w), &w(&blk.ff2_b))?;
+            if let Some(dr) = dropout.as_mut() {
+                ff = dr.apply(&ff)?;
+            }
+            x = ops::layer_norm(&(ff + &x)?, &w(&blk.ln2_g), &w(&blk.ln2_b), LN_EPS)?;
+        }
+        Ok(x)
+    }
+}
