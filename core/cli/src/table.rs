@@ -225,7 +225,7 @@ mod tests {
         let rows = vec![row("pop", 0.1), row("sasrec, v2", 0.2)];
         let md = render(&rows, TableFormat::Md);
         assert!(md.starts_with("| model "), "{md}");
-        assert!(md.contains("| hr@10 | ndcg@10 |"), "{md}");
+        assert!(md.contains("| hr@10  | ndcg@10 |"), "{md}");
         assert!(md.contains("0.2000"), "{md}");
         let csv = render(&rows, TableFormat::Csv);
         assert!(csv.contains("\"sasrec, v2\""), "{csv}");

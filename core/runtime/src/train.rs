@@ -10,6 +10,8 @@ use pulse_api::sections::{EvalConfig, Mask};
 use pulse_api::{EpochContext, Phase, Recommender, SplitData};
 use std::time::Instant;
 
+type Weights = Vec<(String, candle_core::Tensor)>;
+
 /// What training produced.
 #[derive(Debug, Clone, Default)]
 pub struct FitOutcome {
@@ -59,7 +61,8 @@ pub fn fit(
 
     let mut rng = pulse_api::rng::derive(s.seed, "train");
     let bar = EpochBar::new(s.show_progress, s.label.clone());
-    let mut best: Option<(f64, usize, Vec<(String, candle_core::Tensor)>)> = None;
+    // (valid score, epoch, weights) of the best epoch so far.
+    let mut best: Option<(f64, usize, Weights)> = None;
     let mut since_best = 0usize;
     let mut epochs = 0usize;
     let mut train_secs = 0.0;
@@ -128,4 +131,134 @@ pub fn fit(
         seconds: started.elapsed().as_secs_f64(),
         epoch_seconds: (epochs > 0).then(|| train_secs / epochs as f64),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulse_api::{ModelKind, PluginError, TrainConfig};
+
+    /// A model whose validation quality follows a script: at "epoch state" e it ranks every
+    /// target first when `script[e - 1]` is true, last otherwise. Its snapshot is that state.
+    struct Scripted {
+        script: Vec<bool>,
+        state: usize,
+        patience: usize,
+    }
+
+    impl Recommender for Scripted {
+        fn kind(&self) -> ModelKind {
+            ModelKind::General
+        }
+        fn prepare(&mut self, _: &SplitData, _: u64) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn training(&self) -> Option<TrainConfig> {
+            Some(TrainConfig {
+                epochs: self.script.len(),
+                batch_size: 1,
+                learning_rate: 1.0,
+                weight_decay: 0.0,
+                patience: self.patience,
+                eval_every: 1,
+            })
+        }
+        fn train_epoch(
+            &mut self,
+            _: &SplitData,
+            ctx: &mut EpochContext<'_>,
+        ) -> Result<f64, PluginError> {
+            self.state = ctx.epoch;
+            Ok(1.0 / ctx.epoch as f64)
+        }
+        fn score(
+            &self,
+            data: &SplitData,
+            phase: Phase,
+            users: &[u32],
+        ) -> Result<Vec<f32>, PluginError> {
+            let good = self.state > 0 && self.script[self.state - 1];
+            let mut out = Vec::new();
+            for &u in users {
+                for i in 0..data.n_items() as u32 {
+                    let is_target = data.targets(u, phase).contains(&i);
+                    out.push(if is_target == good { 1.0 } else { 0.0 });
+                }
+            }
+            Ok(out)
+        }
+        fn snapshot(&self) -> Result<Vec<(String, candle_core::Tensor)>, PluginError> {
+            let t = candle_core::Tensor::new(&[self.state as u32], &candle_core::Device::Cpu)?;
+            Ok(vec![("state".into(), t)])
+        }
+        fn restore(&mut self, w: &[(String, candle_core::Tensor)]) -> Result<(), PluginError> {
+            self.state = w[0].1.to_vec1::<u32>()?[0] as usize;
+            Ok(())
+        }
+    }
+
+    fn data() -> SplitData {
+        SplitData {
+            dataset: "t".into(),
+            user_ids: vec!["a".into(), "b".into()],
+            item_ids: (0..6).map(|i| i.to_string()).collect(),
+            train: vec![vec![0, 1], vec![2, 3]],
+            valid: vec![vec![4], vec![5]],
+            test: vec![vec![5], vec![4]],
+            ..SplitData::default()
+        }
+    }
+
+    /// Runs the loop over a script and returns (epochs run, best epoch, restored state).
+    #[track_caller]
+    fn check(script: &[bool], patience: usize, expected: (usize, Option<usize>, usize)) {
+        let mut model = Scripted {
+            script: script.to_vec(),
+            state: 0,
+            patience,
+        };
+        let eval = EvalConfig::default();
+        let settings = FitSettings {
+            eval: &eval,
+            mask: Mask::Known,
+            seed: 1,
+            label: "scripted".into(),
+            show_progress: false,
+        };
+        let mut rec = Recorders::start(&mut [], &test_info());
+        let out = fit(&mut model, &data(), &settings, &mut rec).unwrap();
+        assert_eq!((out.epochs, out.best_epoch, model.state), expected);
+    }
+
+    fn test_info() -> pulse_api::RunInfo {
+        pulse_api::RunInfo {
+            run_id: "r".into(),
+            experiment: "e".into(),
+            sweep_id: "s".into(),
+            trial_id: "t".into(),
+            trial_label: "base".into(),
+            ablation: None,
+            model: "m".into(),
+            model_type: "scripted".into(),
+            dataset: "d".into(),
+            seed: 1,
+            resolved_spec: serde_json::Value::Null,
+            params: Default::default(),
+            environment: Default::default(),
+        }
+    }
+
+    #[test]
+    fn early_stopping_keeps_and_restores_the_best_epoch() {
+        // Best at epoch 2; three rounds without improvement stop the loop at epoch 5.
+        check(
+            &[false, true, false, false, false, true, true],
+            3,
+            (5, Some(2), 2),
+        );
+        // No patience: every epoch runs; the first of equal scores is kept.
+        check(&[false, true, true, false], 0, (4, Some(2), 2));
+        // Improvement at the last epoch is kept.
+        check(&[false, false, true], 5, (3, Some(3), 3));
+    }
 }

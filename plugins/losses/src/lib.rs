@@ -12,6 +12,7 @@ mod bce;
 mod bpr;
 mod ce;
 mod common;
+mod fused_ce;
 
 pub use bce::{Bce, BceConfig};
 pub use bpr::{Bpr, BprConfig};

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p pulse-recommenders --example bench -- \
-//!     [--inter PATH/ml-100k.inter] [--model sasrec|bpr-mf|pop] [--epochs N] [--patience P] \
+//!     [--inter PATH/ml-100k.inter] [--model sasrec|bpr-mf|pop] [--epochs N] [--patience P] [--seed S] \
 //!     [--set key=value]...
 //! ```
 //! `--set` takes the model's own config keys (`--set dropout=0.2 --set loss.type=bpr`). The loop
@@ -329,6 +329,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 fn main() -> Res<()> {
     let mut args = std::env::args().skip(1);
     let (mut inter, mut model, mut epochs, mut patience) = (None, "sasrec".to_string(), None, 10);
+    let mut seed = 2020;
     let mut section = json!({});
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -337,6 +338,7 @@ fn main() -> Res<()> {
             "--model" => model = val(),
             "--epochs" => epochs = Some(val().parse::<usize>()?),
             "--patience" => patience = val().parse()?,
+            "--seed" => seed = val().parse()?,
             "--set" => {
                 let kv = val();
                 let (k, v) = kv.split_once('=').ok_or("--set takes key=value")?;
@@ -385,7 +387,6 @@ fn main() -> Res<()> {
     };
     println!("config: {section}");
     let mut m = build(&section, &Losses).unwrap_or_else(|e| panic!("{e:?}"));
-    let seed = 2020;
     let t = Instant::now();
     m.prepare(&data, seed)?;
     println!("prepare: {:.2}s", t.elapsed().as_secs_f64());

@@ -193,6 +193,7 @@ impl Recommender for BprMf {
         if pairs.is_empty() {
             return Err(PluginError::Data("bpr-mf: no training interactions".into()));
         }
+        tracing::debug!(pairs = pairs.len(), "bpr-mf training pairs");
         let d = self.cfg.embedding_size;
         let (nu, ni) = (data.n_users(), data.n_items());
         let mut rng = pulse_api::rng::derive(seed, "init");

@@ -1,10 +1,12 @@
 //! Fused CPU kernels with gradients for the transformer models. candle 0.11's fast
-//! `softmax_last_dim` and `layer_norm` have no backward pass, and its composite versions (and
-//! `gelu_erf`'s gradient) cost 5–15 single-threaded passes over the activations each; on two
-//! cores those passes dominated an epoch. Each op here is one forward pass and one or two
-//! backward passes, f32 only, on contiguous inputs (the wrappers make them contiguous).
-//! Dropout lives here too: its masks come from a seeded `pulse_api` generator, because candle's
-//! CPU random numbers are not reproducible.
+//! `softmax_last_dim` and `layer_norm` have no backward pass; its composite versions, the
+//! gradients of `gelu_erf` and `broadcast_add`, and the zero-padded gradients of narrow/cat
+//! cost many single-threaded passes over the activations each, and on two cores those passes
+//! dominated an epoch. Each op here (masked softmax, layer norm, GELU, row-tiled add, head
+//! split/merge) is one forward pass and one or two backward passes, f32 only, on contiguous
+//! inputs (the wrappers make them contiguous), with a vectorisable `exp`. Dropout lives here
+//! too: its masks come from a seeded `pulse_api` generator, because candle's CPU random numbers
+//! are not reproducible.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, D};
 use pulse_api::rng::Rng;

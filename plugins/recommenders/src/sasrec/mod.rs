@@ -280,6 +280,11 @@ impl Recommender for SasRec {
                 "sasrec: no user has two training interactions to learn a transition from".into(),
             ));
         }
+        tracing::debug!(
+            windows = windows.len(),
+            targets = windows.iter().map(|w| w.len() - 1).sum::<usize>(),
+            "sasrec training windows"
+        );
         let dims = self.dims(n_items);
         let mut rng = pulse_api::rng::derive(seed, "init");
         let net = Net::new(dims, &mut rng)?;
