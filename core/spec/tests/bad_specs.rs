@@ -111,7 +111,8 @@ fn good_spec_trial_counts() {
     let synth = run(&dir.join("synthetic_models.toml"), Vec::new()).unwrap();
     // 3 random points × (base + 1 ablation) × 3 seeds
     assert_eq!(synth.trials.len(), 18);
-    assert_eq!(synth.experiment.models, ["mf", "pop", "seq"]);
+    // Declaration order, as written in the spec.
+    assert_eq!(synth.experiment.models, ["pop", "mf", "seq"]);
     assert_eq!(synth.trials[0].resolved.split.ratios, [0.8, 0.1, 0.1]);
     let subset = run(&dir.join("temporal_subset.toml"), Vec::new()).unwrap();
     assert_eq!(subset.experiment.datasets, ["ml1m"]);
