@@ -96,19 +96,27 @@ fn load_plan(registry: &Registry, args: &SpecArgs) -> Result<Option<Plan>> {
     let spec = match pulse_spec::load(&args.spec, &opts) {
         Ok(s) => s,
         Err(d) => {
-            eprint!("{d}");
-            eprintln!("{} problem(s) found; nothing was run.", d.0.len());
+            report(&d);
             return Ok(None);
         }
     };
     match pulse_spec::plan(&spec, registry) {
         Ok(p) => Ok(Some(p)),
         Err(d) => {
-            eprint!("{d}");
-            eprintln!("{} problem(s) found; nothing was run.", d.0.len());
+            report(&d);
             Ok(None)
         }
     }
+}
+
+/// Prints every diagnostic, then how many there were.
+fn report(d: &pulse_spec::Diagnostics) {
+    let text = d.to_string();
+    eprint!("{text}");
+    if !text.ends_with('\n') {
+        eprintln!();
+    }
+    eprintln!("{} problem(s) found; nothing was run.", d.0.len());
 }
 
 fn print_plan(plan: &Plan, format: PlanFormat) {
