@@ -206,3 +206,39 @@ set = { "models.sasrec.layers" = 1 }
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["trial"], id);
 }
+
+#[test]
+fn ctrl_c_records_the_run_as_killed() {
+    let store = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pulse"))
+        .args([
+            "run",
+            SPEC,
+            "-q",
+            "--set",
+            "experiment.models=[\"sasrec\"]",
+            "--set",
+            "models.sasrec.epochs=1000",
+            "--set",
+            "models.sasrec.patience=0",
+        ])
+        .current_dir(crate::root())
+        .env("PULSE_STORE", store.path())
+        .env("PULSE_HOME", crate::pulse_home())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let training start, then interrupt as a user at the terminal would.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let rows = compare_json(store.path(), "e2e-synthetic");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["status"], "KILLED", "{rows:#?}");
+}

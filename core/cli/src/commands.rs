@@ -10,6 +10,8 @@ use pulse_spec::{Plan, SpecOptions};
 use pulse_track::{LocalStore, RunRecord, StoreReader};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub fn dispatch(cli: &Cli) -> Result<u8> {
     let registry = default_registry();
@@ -212,11 +214,25 @@ fn run(
     std::fs::create_dir_all(&root)
         .with_context(|| format!("cannot create the run store at {}", root.display()))?;
     let mut trackers: Vec<Box<dyn Tracker>> = vec![Box::new(LocalStore::new(&root))];
+    // First Ctrl-C: finish the current epoch, record the run KILLED, skip the rest.
+    // Second Ctrl-C: leave at once.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let handler = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping after this epoch (Ctrl-C again to quit now)");
+    });
+    if let Err(e) = handler {
+        tracing::warn!("Ctrl-C will not be handled gracefully: {e}");
+    }
     let opts = pulse_runtime::RunOptions {
         store_root: root.clone(),
         cache_dir: cache_dir(),
         trial,
         show_progress: progress,
+        cancel: cancel.clone(),
     };
     let summary = match pulse_runtime::run_plan(&plan, registry, &mut trackers, &opts) {
         Ok(s) => s,
@@ -253,6 +269,10 @@ fn run(
         summary.sweep_id,
         summary.experiment
     );
+    if cancel.load(Ordering::SeqCst) {
+        eprintln!("interrupted: the current run is recorded KILLED; later runs were not started.");
+        return Ok(exit::INTERRUPTED);
+    }
     let failed = summary.failed();
     if failed > 0 {
         eprintln!(

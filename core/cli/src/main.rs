@@ -19,6 +19,8 @@ pub mod exit {
     pub const RUN_FAILED: u8 = 1;
     pub const INVALID: u8 = 2;
     pub const INTERNAL: u8 = 3;
+    /// Interrupted by Ctrl-C (128 + SIGINT).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

@@ -14,6 +14,7 @@ use pulse_spec::{Plan, Trial};
 use record::Recorders;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +40,8 @@ pub enum RuntimeError {
     Invalid(String),
     #[error("panicked: {0}")]
     Panic(String),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 fn join_config_errors(errs: &[ConfigError]) -> String {
@@ -58,6 +61,9 @@ pub struct RunOptions {
     /// Run only trials whose id starts with this.
     pub trial: Option<String>,
     pub show_progress: bool,
+    /// Set (e.g. by Ctrl-C) to stop: the current run ends KILLED after its epoch, the rest are
+    /// skipped.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// One (trial, data set, model) run's outcome.
@@ -134,8 +140,14 @@ pub fn run_plan(
     for trial in trials {
         let r = &trial.resolved;
         for ds_name in &r.experiment.datasets {
+            if opts.cancel.load(Ordering::Relaxed) {
+                break;
+            }
             let data = load_data(plan, registry, trial, ds_name, opts, &mut cache);
             for model_name in &r.experiment.models {
+                if opts.cancel.load(Ordering::Relaxed) {
+                    break;
+                }
                 tracing::info!(
                     "[{}/{total}] trial {} ({}) · {ds_name} · {model_name}",
                     rows.len() + 1,
@@ -278,6 +290,11 @@ fn run_one(
     rec.metric("run_seconds", row.seconds, 0);
     match outcome {
         Ok(()) => rec.finish(RunStatus::Finished, None),
+        Err(RuntimeError::Interrupted) => {
+            row.status = RunStatus::Killed;
+            row.error = Some("interrupted by the user".into());
+            rec.finish(RunStatus::Killed, row.error.as_deref());
+        }
         Err(e) => {
             let msg = e.to_string();
             row.status = RunStatus::Failed;
@@ -317,6 +334,7 @@ fn fit_and_evaluate(
         seed,
         label: model_name.to_string(),
         show_progress: opts.show_progress,
+        cancel: &opts.cancel,
     };
     let fit = train::fit(model.as_mut(), data, &settings, rec)?;
     row.best_epoch = fit.best_epoch;

@@ -39,6 +39,7 @@ impl EpochBar {
         self.bar.reset();
         self.loss_sum.set(0.0);
         self.batches.set(0);
+        self.bar.set_message("");
         self.bar
             .set_prefix(format!("{} epoch {epoch}/{total}", self.label));
     }

@@ -32,6 +32,8 @@ pub struct FitSettings<'a> {
     pub seed: u64,
     pub label: String,
     pub show_progress: bool,
+    /// Checked after every epoch: when set, training stops with `RuntimeError::Interrupted`.
+    pub cancel: &'a std::sync::atomic::AtomicBool,
 }
 
 /// Prepares and (when the model trains iteratively) trains `model`, leaving the best weights in.
@@ -64,6 +66,7 @@ pub fn fit(
     // (valid score, epoch, weights) of the best epoch so far.
     let mut best: Option<(f64, usize, Weights)> = None;
     let mut since_best = 0usize;
+    let mut stopped_early = false;
     let mut epochs = 0usize;
     let mut train_secs = 0.0;
     for epoch in 1..=tc.epochs {
@@ -79,6 +82,10 @@ pub fn fit(
         )?;
         train_secs += t.elapsed().as_secs_f64();
         epochs = epoch;
+        if s.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            bar.finish();
+            return Err(RuntimeError::Interrupted);
+        }
         if !loss.is_finite() {
             bar.finish();
             return Err(RuntimeError::Diverged { epoch, loss });
@@ -107,16 +114,20 @@ pub fn fit(
         } else {
             since_best += 1;
             if tc.patience > 0 && since_best >= tc.patience {
-                tracing::info!(
-                    "{}: early stop at epoch {epoch} ({} rounds without a better valid {watch_key})",
-                    s.label,
-                    tc.patience
-                );
+                stopped_early = true;
                 break;
             }
         }
     }
+    // The bar is cleared first so that the log line does not tear it.
     bar.finish();
+    if stopped_early {
+        tracing::info!(
+            "{}: early stop at epoch {epochs} ({} rounds without a better valid {watch_key})",
+            s.label,
+            tc.patience
+        );
+    }
     let (best_valid, best_epoch) = match best {
         Some((v, e, weights)) => {
             model.restore(&weights)?;
@@ -224,6 +235,7 @@ mod tests {
             seed: 1,
             label: "scripted".into(),
             show_progress: false,
+            cancel: &std::sync::atomic::AtomicBool::new(false),
         };
         let mut rec = Recorders::start(&mut [], &test_info());
         let out = fit(&mut model, &data(), &settings, &mut rec).unwrap();
