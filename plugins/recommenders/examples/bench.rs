@@ -40,92 +40,6 @@ impl Loss for Ce {
     }
 }
 
-/// Cross-entropy fused into one kernel (forward: log-sum-exp per row; backward: softmax minus
-/// one-hot), to separate the model's cost from the loss's (`--set loss.type=fused-ce`).
-struct FusedCe;
-
-impl Loss for FusedCe {
-    fn type_name(&self) -> &str {
-        "fused-ce"
-    }
-    fn input(&self) -> LossInput {
-        LossInput::FullLogits
-    }
-    fn full(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor, PluginError> {
-        let rows = logits
-            .contiguous()?
-            .apply_op2(&targets.contiguous()?, FusedCeOp)?;
-        Ok(rows.mean_all()?)
-    }
-}
-
-struct FusedCeOp;
-
-fn ce_parts<'a>(
-    s1: &'a candle_core::CpuStorage,
-    l1: &candle_core::Layout,
-    s2: &'a candle_core::CpuStorage,
-    l2: &candle_core::Layout,
-) -> candle_core::Result<(&'a [f32], &'a [u32])> {
-    use candle_core::CpuStorage as S;
-    match (s1, s2, l1.contiguous_offsets(), l2.contiguous_offsets()) {
-        (S::F32(x), S::U32(t), Some((a, b)), Some((c, d))) => Ok((&x[a..b], &t[c..d])),
-        _ => candle_core::bail!("fused-ce: f32 contiguous logits and u32 targets"),
-    }
-}
-
-fn lse(row: &[f32]) -> f32 {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    m + row.iter().map(|v| (v - m).exp()).sum::<f32>().ln()
-}
-
-impl candle_core::CustomOp2 for FusedCeOp {
-    fn name(&self) -> &'static str {
-        "fused-ce"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (x, t) = ce_parts(s1, l1, s2, l2)?;
-        let c = l1.dims()[1];
-        let out: Vec<f32> = x
-            .chunks(c)
-            .zip(t)
-            .map(|(r, &t)| lse(r) - r[t as usize])
-            .collect();
-        let n = out.len();
-        Ok((candle_core::CpuStorage::F32(out), n.into()))
-    }
-    fn bwd(
-        &self,
-        logits: &Tensor,
-        targets: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = grad.to_vec1::<f32>()?;
-        let t = targets.to_vec1::<u32>()?;
-        let x = logits.flatten_all()?.to_vec1::<f32>()?;
-        let c = logits.dims()[1];
-        let mut out = vec![0f32; x.len()];
-        for (((r, o), &ti), &gi) in x.chunks(c).zip(out.chunks_mut(c)).zip(&t).zip(&g) {
-            let l = lse(r);
-            for (o, &v) in o.iter_mut().zip(r) {
-                *o = gi * (v - l).exp();
-            }
-            o[ti as usize] -= gi;
-        }
-        Ok((
-            Some(Tensor::from_vec(out, logits.dims(), logits.device())?),
-            None,
-        ))
-    }
-}
-
 /// Process CPU seconds (user + system) from /proc, 0 where unavailable.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -164,7 +78,6 @@ impl LossBuilder for Losses {
     fn build_loss(&self, s: &Value) -> Result<Arc<dyn Loss>, Vec<ConfigError>> {
         match s["type"].as_str() {
             Some("ce") => Ok(Arc::new(Ce)),
-            Some("fused-ce") => Ok(Arc::new(FusedCe)),
             Some("bpr") => Ok(Arc::new(Bpr(s["negatives"].as_u64().unwrap_or(1) as usize))),
             other => Err(vec![ConfigError::message(
                 "type",
