@@ -2,9 +2,17 @@
 //! registrations of the plugin crates (explicitly, one `register` call per crate — no linker
 //! magic), rejects duplicate names, answers `pulse list` / `pulse example`, validates plugin
 //! sections for the spec layer ([`pulse_api::Catalog`]) and builds components for the runtime.
+//! Plugins built as separate libraries are added at run time by [`Registry::load_library`]
+//! (see `loader.rs`), after checking that they were built against this very `pulse-api`.
 //!
 //! **Architecture invariant:** `core/*` crates other than the CLI never name a concrete plugin;
 //! they reach plugins only through a [`Registry`].
+
+mod elf;
+mod ffi;
+pub mod loader;
+
+pub use loader::{scan_plugin_path, LoadError, LoadedLibrary, Mismatch, PLUGIN_PATH_VAR};
 
 use pulse_api::config::{ConfigError, ConfigErrorKind};
 use pulse_api::plugin::{Factory, Registration};

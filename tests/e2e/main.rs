@@ -5,8 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod assets;
 mod cli;
+mod mlflow;
+mod mlflow_server;
 mod movielens;
+mod plugins;
+mod stats;
 mod synthetic;
 
 use std::path::{Path, PathBuf};
@@ -25,12 +30,19 @@ pub fn pulse_home() -> PathBuf {
 
 /// Runs `pulse ARGS` from the workspace root with its run store in `store`.
 pub fn pulse(store: &Path, args: &[&str]) -> Output {
+    pulse_with(store, args, &[])
+}
+
+/// [`pulse`] with extra environment variables.
+pub fn pulse_with(store: &Path, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_pulse"))
         .args(args)
         .current_dir(root())
         .env("PULSE_STORE", store)
         .env("PULSE_HOME", pulse_home())
         .env_remove("PULSE_LOG")
+        .env_remove("PULSE_PLUGIN_PATH")
+        .envs(env.iter().copied())
         .output()
         .expect("the pulse binary runs");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();

@@ -7,11 +7,13 @@
 //! are decoded with [`config::decode`], which turns serde's messages into structured
 //! [`config::ConfigError`]s with a key path.
 
+pub mod abi;
 pub mod config;
 pub mod data;
 pub mod dataset;
 pub mod error;
 pub mod family;
+mod guard;
 pub mod loss;
 pub mod plugin;
 pub mod recommender;
@@ -21,6 +23,9 @@ pub mod tracker;
 
 pub use candle_core;
 pub use polars;
+/// Plugin crates derive their configs with `#[serde(crate = "pulse_api::serde")]`, so that
+/// `pulse-api` is their only dependency.
+pub use serde;
 pub use serde_json;
 
 pub use config::{decode, ConfigError, ConfigErrorKind, PluginConfig};
@@ -28,7 +33,7 @@ pub use data::{Phase, RawDataset, SplitData};
 pub use dataset::{Dataset, LoadContext};
 pub use error::PluginError;
 pub use family::{Catalog, Family, PluginInfo, Reference};
-pub use loss::{Loss, LossBuilder, LossInput, LossSpec};
+pub use loss::{Loss, LossBuilder, LossInput, LossSpec, SamplerKind, SamplerSpec};
 pub use plugin::{Registrar, Registration};
 pub use recommender::{EpochContext, ModelKind, Progress, Recommender, TrainConfig};
 pub use tracker::{Metric, RunInfo, RunRecorder, RunStatus, TrackError, Tracker};

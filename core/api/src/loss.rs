@@ -16,10 +16,48 @@ pub enum LossInput {
     Sampled { negatives: usize },
 }
 
+/// Where a sampled loss wants its negatives drawn from. The model draws them through the shared
+/// sampler of `pulse-data` (so every model samples the same way) and hands the loss the scores
+/// together with each candidate's log sampling probability (for log-Q correction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerKind {
+    /// Uniform over every item except the positive.
+    #[default]
+    Uniform,
+    /// Proportional to `count(item)^alpha` in the training data, positive excluded.
+    Popularity,
+    /// The positives of the other rows in the same batch (so, popularity-distributed).
+    InBatch,
+}
+
+/// How a sampled loss wants its negatives: the distribution and its popularity exponent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SamplerSpec {
+    pub kind: SamplerKind,
+    /// Exponent of the popularity distribution (`popularity` only): 1 = proportional to
+    /// counts, 0 = uniform, 0.75 = word2vec's smoothing.
+    pub alpha: f64,
+}
+
+impl Default for SamplerSpec {
+    fn default() -> Self {
+        Self {
+            kind: SamplerKind::Uniform,
+            alpha: 1.0,
+        }
+    }
+}
+
 /// A training objective. Both methods return a scalar: the mean over rows.
 pub trait Loss: Send + Sync {
     fn type_name(&self) -> &str;
     fn input(&self) -> LossInput;
+
+    /// The negative distribution this loss is configured for (sampled losses only).
+    fn sampling(&self) -> SamplerSpec {
+        SamplerSpec::default()
+    }
 
     /// Loss from full logits `[n, n_items]` (f32) and targets `[n]` (u32).
     fn full(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor, PluginError> {
@@ -37,6 +75,21 @@ pub trait Loss: Send + Sync {
             "loss '{}' does not take sampled scores",
             self.type_name()
         )))
+    }
+
+    /// Like [`Loss::sampled`], also given the log sampling probability of the positive `[n]`
+    /// and of each negative `[n, k]` under [`Loss::sampling`]'s distribution. Losses that
+    /// correct for the sampling distribution (`sampled-softmax`'s log-Q) use them; the default
+    /// ignores them.
+    fn sampled_with_q(
+        &self,
+        pos: &Tensor,
+        neg: &Tensor,
+        log_q_pos: &Tensor,
+        log_q_neg: &Tensor,
+    ) -> Result<Tensor, PluginError> {
+        let _ = (log_q_pos, log_q_neg);
+        self.sampled(pos, neg)
     }
 }
 

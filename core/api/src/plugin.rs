@@ -7,6 +7,7 @@
 use crate::config::{decode, ConfigError, PluginConfig};
 use crate::dataset::Dataset;
 use crate::family::{Family, PluginInfo, Reference};
+use crate::guard;
 use crate::loss::{Loss, LossBuilder};
 use crate::recommender::Recommender;
 use serde_json::Value;
@@ -51,6 +52,8 @@ pub struct Registration {
 pub struct Registrar {
     origin: String,
     entries: Vec<Registration>,
+    /// Catch panics in the plugin's code (see [`Registrar::for_library`]).
+    guarded: bool,
 }
 
 impl std::fmt::Debug for Registrar {
@@ -83,6 +86,17 @@ impl Registrar {
         Self {
             origin: origin.into(),
             entries: Vec::new(),
+            guarded: false,
+        }
+    }
+
+    /// A registrar for a dynamically loaded library at `path`: every factory and component it
+    /// registers turns its panics into errors on the plugin's side of the boundary, because
+    /// the host's std cannot catch the library's panics (see `guard.rs`).
+    pub fn for_library(path: impl Into<String>) -> Self {
+        Self {
+            guarded: true,
+            ..Self::new(path)
         }
     }
 
@@ -100,25 +114,48 @@ impl Registrar {
         }
     }
 
-    fn checker<C: PluginConfig + 'static>() -> Checker {
+    fn checker<C: PluginConfig + 'static>(&self) -> Checker {
+        if self.guarded {
+            return Box::new(|v| {
+                guard::config("decoding its config", || {
+                    decode_section::<C>(v).map(|c| c.references())
+                })
+            });
+        }
         Box::new(|v| decode_section::<C>(v).map(|c| c.references()))
     }
 
     pub fn dataset<C: PluginConfig + 'static>(&mut self, build: BuildDataset<C>) {
         let info = self.info::<C>(Family::Dataset);
+        let factory: DatasetFactory = if self.guarded {
+            Box::new(move |v| {
+                guard::config("building the dataset", || build(decode_section::<C>(v)?))
+                    .map(|d| Box::new(guard::GuardedDataset(d)) as Box<dyn Dataset>)
+            })
+        } else {
+            Box::new(move |v| build(decode_section::<C>(v)?))
+        };
         self.entries.push(Registration {
             info,
-            check: Self::checker::<C>(),
-            factory: Factory::Dataset(Box::new(move |v| build(decode_section::<C>(v)?))),
+            check: self.checker::<C>(),
+            factory: Factory::Dataset(factory),
         });
     }
 
     pub fn loss<C: PluginConfig + 'static>(&mut self, build: BuildLoss<C>) {
         let info = self.info::<C>(Family::Loss);
+        let factory: LossFactory = if self.guarded {
+            Box::new(move |v| {
+                guard::config("building the loss", || build(decode_section::<C>(v)?))
+                    .map(|l| Arc::new(guard::GuardedLoss(l)) as Arc<dyn Loss>)
+            })
+        } else {
+            Box::new(move |v| build(decode_section::<C>(v)?))
+        };
         self.entries.push(Registration {
             info,
-            check: Self::checker::<C>(),
-            factory: Factory::Loss(Box::new(move |v| build(decode_section::<C>(v)?))),
+            check: self.checker::<C>(),
+            factory: Factory::Loss(factory),
         });
     }
 
@@ -127,12 +164,20 @@ impl Registrar {
     /// (allocate parameters in `prepare`, not here).
     pub fn recommender<C: PluginConfig + 'static>(&mut self, build: BuildRecommender<C>) {
         let info = self.info::<C>(Family::Recommender);
+        let factory: RecommenderFactory = if self.guarded {
+            Box::new(move |v, losses| {
+                guard::config("building the model", || {
+                    build(decode_section::<C>(v)?, losses)
+                })
+                .map(|m| Box::new(guard::GuardedRecommender(m)) as Box<dyn Recommender>)
+            })
+        } else {
+            Box::new(move |v, losses| build(decode_section::<C>(v)?, losses))
+        };
         self.entries.push(Registration {
             info,
-            check: Self::checker::<C>(),
-            factory: Factory::Recommender(Box::new(move |v, losses| {
-                build(decode_section::<C>(v)?, losses)
-            })),
+            check: self.checker::<C>(),
+            factory: Factory::Recommender(factory),
         });
     }
 }

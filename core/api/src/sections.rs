@@ -257,6 +257,19 @@ pub enum Mask {
     Known,
     /// Nothing (RecBole's behaviour for sequential models).
     None,
+    /// RecBole 1.2.1's behaviour: `known` for general models, `none` for sequential ones.
+    ByKind,
+}
+
+impl Mask {
+    /// The mask a model of `kind` is evaluated with.
+    pub fn resolve(self, kind: crate::recommender::ModelKind) -> Mask {
+        match (self, kind) {
+            (Mask::ByKind, crate::recommender::ModelKind::General) => Mask::Known,
+            (Mask::ByKind, crate::recommender::ModelKind::Sequential) => Mask::None,
+            (m, _) => m,
+        }
+    }
 }
 
 /// How sampled-protocol negatives are drawn.
@@ -339,11 +352,20 @@ impl EvalConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackerSection {
-    /// `local` (the embedded run store only).
+    /// `local` (the embedded run store only) or `mlflow` (also an MLflow tracking server; the
+    /// local store stays the source of truth).
     #[serde(rename = "type")]
     pub kind: String,
     /// Run store directory (default `./pulse-runs`, or `$PULSE_STORE`).
     pub store: Option<PathBuf>,
+    /// `mlflow` only: tracking server URL (default `$MLFLOW_TRACKING_URI`). Credentials never
+    /// go here: they come from `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME`/`PASSWORD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// `mlflow` only: seconds `pulse run` waits at exit for undelivered records (default 30);
+    /// whatever is left stays marked unsynced for `pulse sync`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_timeout: Option<f64>,
 }
 
 impl Default for TrackerSection {
@@ -351,27 +373,113 @@ impl Default for TrackerSection {
         Self {
             kind: "local".into(),
             store: None,
+            uri: None,
+            flush_timeout: None,
         }
     }
 }
 
 impl TrackerSection {
-    pub const KNOWN: &'static [&'static str] = &["local"];
+    pub const KNOWN: &'static [&'static str] = &["local", "mlflow"];
+    /// Environment variable MLflow's own client reads the server URL from.
+    pub const URI_ENV: &'static str = "MLFLOW_TRACKING_URI";
+    pub const DEFAULT_FLUSH_TIMEOUT: f64 = 30.0;
+
+    /// The MLflow server URL: `uri`, else `$MLFLOW_TRACKING_URI` (`None` for `local`).
+    pub fn mlflow_uri(&self) -> Option<String> {
+        self.mlflow_uri_with(std::env::var(Self::URI_ENV).ok())
+    }
+
+    fn mlflow_uri_with(&self, env_uri: Option<String>) -> Option<String> {
+        if self.kind != "mlflow" {
+            return None;
+        }
+        self.uri
+            .clone()
+            .or(env_uri)
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+    }
 
     pub fn validate(&self) -> Vec<ConfigError> {
-        if Self::KNOWN.contains(&self.kind.as_str()) {
-            Vec::new()
-        } else {
-            vec![ConfigError::new(
+        self.validate_with(std::env::var(Self::URI_ENV).ok())
+    }
+
+    /// `validate` with `$MLFLOW_TRACKING_URI` given explicitly (testable without the process
+    /// environment).
+    pub fn validate_with(&self, env_uri: Option<String>) -> Vec<ConfigError> {
+        let mut e = Vec::new();
+        if !Self::KNOWN.contains(&self.kind.as_str()) {
+            e.push(ConfigError::new(
                 vec!["type".into()],
                 crate::ConfigErrorKind::UnknownType {
                     family: "tracker".into(),
                     found: self.kind.clone(),
                     known: Self::KNOWN.iter().map(|s| s.to_string()).collect(),
                 },
-            )]
+            ));
+            return e;
         }
+        if self.kind != "mlflow" {
+            for (key, set) in [
+                ("uri", self.uri.is_some()),
+                ("flush_timeout", self.flush_timeout.is_some()),
+            ] {
+                if set {
+                    e.push(ConfigError::message(
+                        key,
+                        "only used by the mlflow tracker; add type = \"mlflow\" or remove it",
+                    ));
+                }
+            }
+            return e;
+        }
+        match (&self.uri, self.mlflow_uri_with(env_uri)) {
+            (Some(u), _) if !is_http_url(u) => e.push(ConfigError::invalid_value(
+                "uri",
+                "an http:// or https:// URL such as 'http://127.0.0.1:5000'",
+                format!("'{u}'"),
+            )),
+            (_, None) => e.push(ConfigError::message(
+                "type",
+                format!(
+                    "the mlflow tracker needs a server: add uri = \"http://127.0.0.1:5000\" \
+                     under [tracker], or export {}",
+                    Self::URI_ENV
+                ),
+            )),
+            (None, Some(u)) if !is_http_url(&u) => e.push(ConfigError::message(
+                "type",
+                format!(
+                    "{} is '{u}', not an http:// or https:// URL; set uri = \
+                     \"http://127.0.0.1:5000\" under [tracker] or fix the variable",
+                    Self::URI_ENV
+                ),
+            )),
+            _ => {}
+        }
+        if let Some(t) = self.flush_timeout {
+            if !(0.0..=3600.0).contains(&t) {
+                e.push(ConfigError::out_of_range(
+                    "flush_timeout",
+                    "0..=3600 seconds",
+                    t,
+                ));
+            }
+        }
+        e
     }
+}
+
+/// `http://host…` or `https://host…` with a non-empty host.
+fn is_http_url(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"));
+    rest.is_some_and(|r| {
+        let host = r.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && !host.starts_with(':') && !host.contains(char::is_whitespace)
+    })
 }
 
 #[cfg(test)]
@@ -395,5 +503,105 @@ mod tests {
         check("ndgc@10", Err("unknown metric 'ndgc'"));
         check("ndcg", Err("expected NAME@K"));
         check("mrr@x", Err("not a whole number"));
+    }
+
+    #[track_caller]
+    fn check_tracker(toml_like: &[(&str, &str)], env: Option<&str>, expected: &[&str]) {
+        let mut t = TrackerSection::default();
+        for (k, v) in toml_like {
+            match *k {
+                "type" => t.kind = v.to_string(),
+                "uri" => t.uri = Some(v.to_string()),
+                "flush_timeout" => t.flush_timeout = v.parse().ok(),
+                _ => panic!("unknown key {k}"),
+            }
+        }
+        let got: Vec<String> = t
+            .validate_with(env.map(str::to_string))
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{got:?}");
+        for (g, want) in got.iter().zip(expected) {
+            assert!(g.contains(want), "{g} lacks {want}");
+        }
+    }
+
+    #[test]
+    fn tracker_sections() {
+        check_tracker(&[], None, &[]);
+        check_tracker(
+            &[("type", "mlflow"), ("uri", "http://127.0.0.1:5000")],
+            None,
+            &[],
+        );
+        check_tracker(&[("type", "mlflow")], Some("https://mlflow.lab"), &[]);
+        check_tracker(
+            &[("type", "mlflow")],
+            None,
+            &["type: the mlflow tracker needs a server"],
+        );
+        check_tracker(&[("type", "mlflow")], Some("  "), &["needs a server"]);
+        check_tracker(
+            &[("type", "mlflow")],
+            Some("localhost:5000"),
+            &["not an http://"],
+        );
+        check_tracker(
+            &[("type", "mlflow"), ("uri", "localhost:5000")],
+            None,
+            &["uri: invalid value 'localhost:5000'"],
+        );
+        check_tracker(
+            &[("type", "mlflow"), ("uri", "http://")],
+            None,
+            &["uri: invalid"],
+        );
+        check_tracker(
+            &[("uri", "http://x:1")],
+            None,
+            &["uri: only used by the mlflow tracker"],
+        );
+        check_tracker(
+            &[
+                ("type", "mlflow"),
+                ("uri", "http://x"),
+                ("flush_timeout", "-1"),
+            ],
+            None,
+            &["flush_timeout: value -1 is out of range"],
+        );
+        check_tracker(
+            &[("type", "wandb")],
+            None,
+            &["unknown tracker type 'wandb'"],
+        );
+    }
+
+    #[test]
+    fn tracker_uri_prefers_the_spec() {
+        let t = TrackerSection {
+            kind: "mlflow".into(),
+            uri: Some("http://spec:1".into()),
+            ..TrackerSection::default()
+        };
+        assert_eq!(
+            t.mlflow_uri_with(Some("http://env:2".into())).as_deref(),
+            Some("http://spec:1")
+        );
+        let env_only = TrackerSection {
+            kind: "mlflow".into(),
+            ..TrackerSection::default()
+        };
+        assert_eq!(
+            env_only
+                .mlflow_uri_with(Some("http://env:2".into()))
+                .as_deref(),
+            Some("http://env:2")
+        );
+        assert_eq!(
+            TrackerSection::default().mlflow_uri_with(Some("http://e".into())),
+            None
+        );
     }
 }

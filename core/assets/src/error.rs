@@ -47,6 +47,23 @@ pub enum AssetError {
         archive: PathBuf,
     },
 
+    /// Every part of a multi-part file matched its pin but the joined file does not: the
+    /// catalog's pins disagree with each other.
+    #[error(
+        "the {parts} part(s) of '{file}' are each as pinned, but joined they hash to {actual}, \
+         not {expected}"
+    )]
+    JoinedShaMismatch {
+        file: String,
+        parts: usize,
+        expected: String,
+        actual: String,
+    },
+
+    /// No named asset has this name.
+    #[error("unknown asset '{name}'; known assets: {known}")]
+    UnknownAsset { name: String, known: String },
+
     /// A file-system operation failed.
     #[error("cannot {action} {path}: {source}")]
     Io {

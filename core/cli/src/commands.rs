@@ -1,7 +1,9 @@
 //! The subcommands' implementations: each turns parsed arguments into library calls and output.
 
-use crate::cli::{Cli, Command, PlanFormat, SpecArgs, TableFormat};
+use crate::aggregate;
+use crate::cli::{Cli, Command, PlanFormat, Source, SpecArgs, StatsArgs, TableFormat};
 use crate::exit;
+use crate::plugin_cmd;
 use crate::table::{self, Row};
 use anyhow::{bail, Context, Result};
 use pulse_api::{Family, RunStatus, Tracker};
@@ -14,7 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub fn dispatch(cli: &Cli) -> Result<u8> {
-    let registry = default_registry();
+    let mut registry = default_registry();
+    // Commands that name plugins also see the PULSE_PLUGIN_PATH libraries (spec commands load
+    // those with the spec's own, in `load_plan`).
+    if matches!(cli.command, Command::List { .. } | Command::Example { .. }) {
+        if let Err(d) = plugin_cmd::load::for_env(&mut registry) {
+            report(&d);
+            return Ok(exit::INVALID);
+        }
+    }
     match &cli.command {
         Command::Run {
             spec,
@@ -22,13 +32,13 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             no_progress,
         } => run(
             cli,
-            &registry,
+            &mut registry,
             spec,
             trial.clone(),
             !*no_progress && !cli.quiet,
         ),
         Command::Validate { spec } => {
-            let Some(plan) = load_plan(&registry, spec)? else {
+            let Some(plan) = load_plan(&mut registry, spec)? else {
                 return Ok(exit::INVALID);
             };
             println!(
@@ -45,7 +55,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Plan { spec, format } => {
-            let Some(plan) = load_plan(&registry, spec)? else {
+            let Some(plan) = load_plan(&mut registry, spec)? else {
                 return Ok(exit::INVALID);
             };
             print_plan(&plan, *format);
@@ -76,7 +86,43 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             experiment,
             format,
             all,
-        } => compare(&store_root(cli, None), experiment.as_deref(), *format, *all),
+            from: Source::Local,
+            stats,
+            ..
+        } => compare(
+            &store_root(cli, None),
+            experiment.as_deref(),
+            *format,
+            *all,
+            stats,
+        ),
+        Command::Compare {
+            experiment,
+            format,
+            all,
+            uri,
+            stats,
+            ..
+        } => {
+            let runs = crate::sync::mlflow_runs(uri.as_deref(), experiment.as_deref())?;
+            compare_table(&runs, *format, *all, stats)
+        }
+        Command::Plugin { action } => plugin_cmd::run(action, &mut registry),
+        Command::Assets { action } => crate::assets_cmd::run(action),
+        Command::Sync {
+            runs,
+            all,
+            experiment,
+            to,
+            dry_run,
+        } => crate::sync::sync(
+            &store_root(cli, None),
+            runs,
+            *all,
+            experiment.as_deref(),
+            to.as_deref(),
+            *dry_run,
+        ),
     }
 }
 
@@ -89,8 +135,9 @@ fn parse_family(s: &str) -> Result<Family> {
     })
 }
 
-/// Loads and validates a spec; prints diagnostics and returns `None` when it is invalid.
-fn load_plan(registry: &Registry, args: &SpecArgs) -> Result<Option<Plan>> {
+/// Loads a spec and the plugin libraries it needs, and validates it; prints diagnostics and
+/// returns `None` when it is invalid.
+fn load_plan(registry: &mut Registry, args: &SpecArgs) -> Result<Option<Plan>> {
     let opts = SpecOptions {
         sets: args.sets.clone(),
         use_env: !args.no_env,
@@ -102,7 +149,12 @@ fn load_plan(registry: &Registry, args: &SpecArgs) -> Result<Option<Plan>> {
             return Ok(None);
         }
     };
-    match pulse_spec::plan(&spec, registry) {
+    // Before validation, so that the types the libraries add resolve.
+    if let Err(d) = plugin_cmd::load::for_spec(registry, &spec) {
+        report(&d);
+        return Ok(None);
+    }
+    match pulse_spec::plan(&spec, &*registry) {
         Ok(p) => Ok(Some(p)),
         Err(d) => {
             report(&d);
@@ -202,7 +254,7 @@ fn cache_dir() -> PathBuf {
 
 fn run(
     cli: &Cli,
-    registry: &Registry,
+    registry: &mut Registry,
     spec: &SpecArgs,
     trial: Option<String>,
     progress: bool,
@@ -214,6 +266,7 @@ fn run(
     std::fs::create_dir_all(&root)
         .with_context(|| format!("cannot create the run store at {}", root.display()))?;
     let mut trackers: Vec<Box<dyn Tracker>> = vec![Box::new(LocalStore::new(&root))];
+    trackers.extend(crate::sync::remote_trackers(&plan, &root)?);
     // First Ctrl-C: finish the current epoch, record the run KILLED, skip the rest.
     // Second Ctrl-C: leave at once.
     let cancel = Arc::new(AtomicBool::new(false));
@@ -338,7 +391,13 @@ fn runs(root: &Path, experiment: Option<&str>) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn compare(root: &Path, experiment: Option<&str>, format: TableFormat, all: bool) -> Result<u8> {
+fn compare(
+    root: &Path,
+    experiment: Option<&str>,
+    format: TableFormat,
+    all: bool,
+    stats: &StatsArgs,
+) -> Result<u8> {
     let name = match experiment {
         Some(e) => e.to_string(),
         None => {
@@ -361,10 +420,20 @@ fn compare(root: &Path, experiment: Option<&str>, format: TableFormat, all: bool
             root.display()
         );
     }
+    compare_table(&runs, format, all, stats)
+}
+
+/// Prints the comparison table of `runs` (from the store or a tracking server).
+fn compare_table(
+    runs: &[RunRecord],
+    format: TableFormat,
+    all: bool,
+    stats: &StatsArgs,
+) -> Result<u8> {
     // Latest run per (trial, data set, model) unless --all.
     let mut picked: BTreeMap<(String, String, String), &RunRecord> = BTreeMap::new();
     let mut rows_all = Vec::new();
-    for r in &runs {
+    for r in runs {
         if all {
             rows_all.push(r);
         } else {
@@ -404,6 +473,20 @@ fn compare(root: &Path, experiment: Option<&str>, format: TableFormat, all: bool
             }
         })
         .collect();
+    if !all && !stats.per_seed && (stats.vs.is_some() || aggregate::has_seed_groups(&rows)) {
+        let dirs: BTreeMap<&str, &Path> = runs
+            .iter()
+            .map(|r| (r.info.run_id.as_str(), r.dir.as_path()))
+            .collect();
+        let per_user = |row: &Row| {
+            dirs.get(row.run_id.as_str())
+                .and_then(|d| aggregate::read_per_user(d, &stats.metric))
+        };
+        let out = aggregate::render(&rows, stats.vs.as_deref(), &stats.metric, &per_user, format)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        print!("{out}");
+        return Ok(exit::OK);
+    }
     print!("{}", table::render(&rows, format));
     if format == TableFormat::Json {
         println!();

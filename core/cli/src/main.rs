@@ -1,8 +1,12 @@
 //! The `pulse` binary: parses the command line, sets up logging, and glues the library crates
 //! together (spec → plan → runtime → run store → tables). No experiment logic lives here.
 
+mod aggregate;
+mod assets_cmd;
 mod cli;
 mod commands;
+mod plugin_cmd;
+mod sync;
 mod table;
 
 use clap::Parser;

@@ -24,8 +24,12 @@ pub struct Row {
 /// Metric columns in a readable order: by cut-off, then hr, ndcg, mrr, recall, precision.
 fn metric_columns(rows: &[Row]) -> Vec<String> {
     let keys: BTreeSet<&String> = rows.iter().flat_map(|r| r.metrics.keys()).collect();
+    order_metrics(keys.into_iter().cloned().collect())
+}
+
+/// Sorts metric names by cut-off, then hr, ndcg, mrr, recall, precision.
+pub fn order_metrics(mut cols: Vec<String>) -> Vec<String> {
     let order = ["hr", "ndcg", "mrr", "recall", "precision"];
-    let mut cols: Vec<String> = keys.into_iter().cloned().collect();
     cols.sort_by_key(|k| {
         let (name, kk) = k.split_once('@').unwrap_or((k.as_str(), "0"));
         let pos = order.iter().position(|o| *o == name).unwrap_or(order.len());
@@ -64,7 +68,7 @@ fn render_json(rows: &[Row]) -> String {
     serde_json::to_string_pretty(&arr).unwrap_or_else(|_| "[]".into())
 }
 
-fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -172,6 +176,14 @@ fn render_md(rows: &[Row]) -> String {
         });
         lines.push(l);
     }
+    markdown(&lines)
+}
+
+/// A Markdown table from a header line and rows, columns padded to their widest cell.
+pub fn markdown(lines: &[Vec<String>]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
     let widths: Vec<usize> = (0..lines[0].len())
         .map(|i| {
             lines
@@ -181,7 +193,7 @@ fn render_md(rows: &[Row]) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    let fmt_line = |l: &Vec<String>| {
+    let fmt_line = |l: &[String]| {
         let cells: Vec<String> = l
             .iter()
             .zip(&widths)

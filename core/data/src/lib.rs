@@ -25,9 +25,15 @@
 //!
 //! Steps 1–4 run on polars lazy frames (ids as integer codes); the split walks the ordered
 //! columns once.
+//!
+//! [`negatives`] holds the negative samplers every model shares (uniform, popularity^α,
+//! in-batch), with log sampling probabilities for log-Q correction.
 
 mod filter;
+pub mod negatives;
 mod split;
+
+pub use negatives::{NegativeSampler, Negatives};
 
 use pulse_api::data::{DataStats, RawDataset, SplitData};
 use pulse_api::sections::SplitConfig;

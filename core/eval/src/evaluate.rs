@@ -106,7 +106,7 @@ pub fn evaluate(
     let ctx = Context {
         data,
         phase,
-        mask,
+        mask: mask.resolve(model.kind()),
         specs: &specs,
         sampler: sampler.as_ref(),
         n_items,
@@ -207,7 +207,7 @@ fn rank_users(ctx: &Context<'_>, users: &[u32], scores: &[f32]) -> Result<Vec<f6
         }
         let known = match ctx.mask {
             Mask::Known => ctx.data.history(user, ctx.phase),
-            Mask::None => Vec::new(),
+            Mask::None | Mask::ByKind => Vec::new(),
         };
         let case = UserCase::new(ctx.data.targets(user, ctx.phase), &known);
         let ranks = match ctx.sampler {

@@ -15,7 +15,8 @@
 //! phase's history ([`pulse_api::SplitData::history`]: training items for `valid`, training and
 //! validation items for `test`) — from the candidates, *except items that are themselves
 //! targets* (with repeat consumption an item can be known and held out again; it stays
-//! rankable). `Mask::None` removes nothing.
+//! rankable). `Mask::None` removes nothing; `Mask::ByKind` (RecBole's behaviour) is `Known` for general
+//! models and `None` for sequential ones, resolved from [`pulse_api::Recommender::kind`].
 //!
 //! **Ties.** Ties never count in the model's favour: a target's rank is
 //! `1 + #{other candidates whose score >= the target's score}` (pessimistic). A constant model
@@ -32,6 +33,7 @@ pub mod evaluate;
 pub mod metrics;
 pub mod rank;
 pub mod sampling;
+pub mod stats;
 
 pub use evaluate::{evaluate, EvalError, EvalResult};
 pub use metrics::metric_value;

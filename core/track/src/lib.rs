@@ -1,12 +1,13 @@
 //! `pulse-track` records runs. The local run store ([`LocalStore`]) is always on and is the
 //! source of truth: one directory per run holding the resolved spec, flattened params, metrics
-//! as JSON lines, status, environment and artifacts. Remote trackers (MLflow, later) ship from
+//! as JSON lines, status, environment and artifacts. Remote trackers ([`mlflow`]) ship from
 //! what the local store holds.
 //!
 //! **Architecture invariant:** this is the only crate that writes run records or speaks to a
 //! tracking server; nothing here may abort a trial — callers log tracker errors and go on.
 
 mod fsutil;
+pub mod mlflow;
 pub mod read;
 pub mod store;
 

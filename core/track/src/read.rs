@@ -107,13 +107,23 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrackErro
         .map_err(|e| TrackError::Other(format!("{}: {e}", path.display())))
 }
 
-/// Reads one run directory.
-pub fn read_run(dir: &Path) -> Result<RunRecord, TrackError> {
+/// Reads a run's description (spec, params and environment included) and its status.
+pub fn read_head(dir: &Path) -> Result<(RunInfo, StatusFile), TrackError> {
     let mut info: RunInfo = read_json(&dir.join("run.json"))?;
     info.resolved_spec = read_json(&dir.join("spec.json")).unwrap_or(serde_json::Value::Null);
     info.params = read_json(&dir.join("params.json")).unwrap_or_default();
     info.environment = read_json(&dir.join("env.json")).unwrap_or_default();
-    let status: StatusFile = read_json(&dir.join("status.json"))?;
+    Ok((info, read_status(dir)?))
+}
+
+/// Reads a run's `status.json`.
+pub fn read_status(dir: &Path) -> Result<StatusFile, TrackError> {
+    read_json(&dir.join("status.json"))
+}
+
+/// Reads one run directory.
+pub fn read_run(dir: &Path) -> Result<RunRecord, TrackError> {
+    let (info, status) = read_head(dir)?;
     let mut metrics = Vec::new();
     if let Ok(text) = std::fs::read_to_string(dir.join("metrics.jsonl")) {
         // A torn last line (crash mid-write) is skipped rather than failing the whole run.

@@ -2,8 +2,9 @@
 //!
 //! Layout: `<root>/<experiment>/<run_id>/` with `run.json` (the [`RunInfo`] without the spec),
 //! `spec.json` (resolved spec), `params.json` (flattened dotted keys), `env.json`,
-//! `metrics.jsonl` (one [`Metric`] per line, appended and flushed per call), `status.json`
-//! (written atomically at start and end) and `artifacts/`.
+//! `metrics.jsonl` (one [`Metric`] per line with its sequence number `seq`, appended and
+//! flushed per call), `status.json` (written atomically at start and end) and `artifacts/`.
+//! Remote trackers add their delivery records next to these (`mlflow-sync.json`).
 
 use crate::fsutil::{io_err, write_atomic, write_json};
 use crate::now_ms;
@@ -76,6 +77,7 @@ impl Tracker for LocalStore {
             dir,
             start_ms,
             metrics,
+            next_seq: 0,
         }))
     }
 }
@@ -84,13 +86,28 @@ struct LocalRun {
     dir: PathBuf,
     start_ms: i64,
     metrics: std::fs::File,
+    /// Sequence number of the next metric line; remote trackers record how far the server has
+    /// acknowledged by it.
+    next_seq: u64,
+}
+
+/// One `metrics.jsonl` line: the metric with its sequence number in the run.
+#[derive(Serialize)]
+struct MetricLine<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    metric: &'a Metric,
 }
 
 impl RunRecorder for LocalRun {
     fn log_metrics(&mut self, metrics: &[Metric]) -> Result<(), TrackError> {
         let mut buf = Vec::new();
-        for m in metrics {
-            serde_json::to_writer(&mut buf, m)
+        for (i, metric) in metrics.iter().enumerate() {
+            let line = MetricLine {
+                seq: self.next_seq + i as u64,
+                metric,
+            };
+            serde_json::to_writer(&mut buf, &line)
                 .map_err(|e| TrackError::Other(format!("serialising metric: {e}")))?;
             buf.push(b'\n');
         }
@@ -101,7 +118,9 @@ impl RunRecorder for LocalRun {
             .map_err(io_err(format!(
                 "appending to {}/metrics.jsonl",
                 self.dir.display()
-            )))
+            )))?;
+        self.next_seq += metrics.len() as u64;
+        Ok(())
     }
 
     fn log_artifact(&mut self, name: &str, bytes: &[u8]) -> Result<(), TrackError> {

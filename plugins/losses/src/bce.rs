@@ -7,11 +7,10 @@
 //! softplus(-x)` and `-log(1 - σ(x)) = softplus(x)`, computed in the stable form.) Gradients:
 //! `∂/∂pos_i = -σ(-pos_i) / (n·(1 + k))`, `∂/∂neg_ij = σ(neg_ij) / (n·(1 + k))`.
 
-use crate::bpr::MAX_NEGATIVES;
 use crate::common::{sampled_shapes, softplus};
 use candle_core::Tensor;
-use pulse_api::config::{check_range, ConfigError};
-use pulse_api::{Loss, LossInput, PluginConfig, PluginError};
+use pulse_api::config::ConfigError;
+use pulse_api::{Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
 use serde::{Deserialize, Serialize};
 
 /// Config of `bce`.
@@ -20,11 +19,19 @@ use serde::{Deserialize, Serialize};
 pub struct BceConfig {
     /// Sampled negatives per positive.
     pub negatives: usize,
+    /// Where negatives come from: `uniform`, `popularity` (count^alpha) or `in-batch`.
+    pub sampler: SamplerKind,
+    /// Popularity exponent (`popularity` sampler only).
+    pub alpha: f64,
 }
 
 impl Default for BceConfig {
     fn default() -> Self {
-        Self { negatives: 1 }
+        Self {
+            negatives: 1,
+            sampler: SamplerKind::Uniform,
+            alpha: 1.0,
+        }
     }
 }
 
@@ -35,11 +42,15 @@ impl PluginConfig for BceConfig {
     const EXAMPLE: &'static str = "\
 # Negatives sampled per positive; each row's loss is the mean of its 1 + negatives terms.
 negatives = 1
+# Negative distribution: \"uniform\", \"popularity\" (count^alpha) or \"in-batch\".
+sampler = \"uniform\"
+# Popularity exponent (popularity sampler only).
+alpha = 1.0
 ";
 
     fn validate(&self) -> Vec<ConfigError> {
         let mut e = Vec::new();
-        check_range(&mut e, "negatives", self.negatives, 1, MAX_NEGATIVES);
+        crate::sampling::check(&mut e, self.negatives, self.alpha);
         e
     }
 }
@@ -67,6 +78,10 @@ impl Loss for Bce {
         }
     }
 
+    fn sampling(&self) -> SamplerSpec {
+        crate::sampling::spec(self.cfg.sampler, self.cfg.alpha)
+    }
+
     fn sampled(&self, pos: &Tensor, neg: &Tensor) -> Result<Tensor, PluginError> {
         let (_, k) = sampled_shapes(BceConfig::TYPE, self.cfg.negatives, pos, neg)?;
         let pos_terms = softplus(&pos.neg()?)?;
@@ -83,7 +98,10 @@ mod tests {
     use candle_core::Var;
 
     fn bce(k: usize) -> Bce {
-        Bce::new(BceConfig { negatives: k })
+        Bce::new(BceConfig {
+            negatives: k,
+            ..BceConfig::default()
+        })
     }
 
     #[track_caller]

@@ -7,8 +7,8 @@
 
 use crate::common::{log_sigmoid, sampled_shapes};
 use candle_core::Tensor;
-use pulse_api::config::{check_range, ConfigError};
-use pulse_api::{Loss, LossInput, PluginConfig, PluginError};
+use pulse_api::config::ConfigError;
+use pulse_api::{Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
 use serde::{Deserialize, Serialize};
 
 /// Largest accepted `negatives` for the sampled losses.
@@ -20,11 +20,19 @@ pub(crate) const MAX_NEGATIVES: usize = 100_000;
 pub struct BprConfig {
     /// Sampled negatives per positive.
     pub negatives: usize,
+    /// Where negatives come from: `uniform`, `popularity` (count^alpha) or `in-batch`.
+    pub sampler: SamplerKind,
+    /// Popularity exponent (`popularity` sampler only).
+    pub alpha: f64,
 }
 
 impl Default for BprConfig {
     fn default() -> Self {
-        Self { negatives: 1 }
+        Self {
+            negatives: 1,
+            sampler: SamplerKind::Uniform,
+            alpha: 1.0,
+        }
     }
 }
 
@@ -35,11 +43,15 @@ impl PluginConfig for BprConfig {
     const EXAMPLE: &'static str = "\
 # Negatives sampled per positive; the loss averages over every (positive, negative) pair.
 negatives = 1
+# Negative distribution: \"uniform\", \"popularity\" (count^alpha) or \"in-batch\".
+sampler = \"uniform\"
+# Popularity exponent (popularity sampler only).
+alpha = 1.0
 ";
 
     fn validate(&self) -> Vec<ConfigError> {
         let mut e = Vec::new();
-        check_range(&mut e, "negatives", self.negatives, 1, MAX_NEGATIVES);
+        crate::sampling::check(&mut e, self.negatives, self.alpha);
         e
     }
 }
@@ -67,6 +79,10 @@ impl Loss for Bpr {
         }
     }
 
+    fn sampling(&self) -> SamplerSpec {
+        crate::sampling::spec(self.cfg.sampler, self.cfg.alpha)
+    }
+
     fn sampled(&self, pos: &Tensor, neg: &Tensor) -> Result<Tensor, PluginError> {
         sampled_shapes(BprConfig::TYPE, self.cfg.negatives, pos, neg)?;
         let diff = pos.unsqueeze(1)?.broadcast_sub(neg)?;
@@ -81,7 +97,10 @@ mod tests {
     use candle_core::Var;
 
     fn bpr(k: usize) -> Bpr {
-        Bpr::new(BprConfig { negatives: k })
+        Bpr::new(BprConfig {
+            negatives: k,
+            ..BprConfig::default()
+        })
     }
 
     #[track_caller]

@@ -1,4 +1,5 @@
-//! `pulse-losses`: the built-in training objectives (`ce`, `bpr`, `bce`) as loss plugins.
+//! `pulse-losses`: the built-in training objectives (`ce`, `bpr`, `bce`, `sampled-softmax`,
+//! `infonce`) as loss plugins.
 //!
 //! Every loss is written with differentiable candle ops only, so a model's optimiser can call
 //! `backward()` on the returned scalar. Each returns the mean over batch rows (see the module of
@@ -13,10 +14,16 @@ mod bpr;
 mod ce;
 mod common;
 mod fused_ce;
+mod infonce;
+mod sampled_softmax;
+mod sampling;
+mod softmax;
 
 pub use bce::{Bce, BceConfig};
 pub use bpr::{Bpr, BprConfig};
 pub use ce::{CrossEntropy, CrossEntropyConfig};
+pub use infonce::{InfoNce, InfoNceConfig};
+pub use sampled_softmax::{SampledSoftmax, SampledSoftmaxConfig};
 
 use pulse_api::Registrar;
 use std::sync::Arc;
@@ -26,6 +33,8 @@ pub fn register(r: &mut Registrar) {
     r.loss::<CrossEntropyConfig>(|c| Ok(Arc::new(CrossEntropy::new(c))));
     r.loss::<BprConfig>(|c| Ok(Arc::new(Bpr::new(c))));
     r.loss::<BceConfig>(|c| Ok(Arc::new(Bce::new(c))));
+    r.loss::<SampledSoftmaxConfig>(|c| Ok(Arc::new(SampledSoftmax::new(c))));
+    r.loss::<InfoNceConfig>(|c| Ok(Arc::new(InfoNce::new(c))));
 }
 
 #[cfg(test)]
@@ -97,6 +106,30 @@ mod tests {
         check(
             json!({"type": "bce", "negatives": -1}),
             Err("negatives: invalid value integer `-1`"),
+        );
+        check(
+            json!({"type": "bpr", "sampler": "popularity", "alpha": 0.75}),
+            Ok(LossInput::Sampled { negatives: 1 }),
+        );
+        check(
+            json!({"type": "bce", "sampler": "zipf"}),
+            Err("invalid value 'zipf'"),
+        );
+        check(
+            json!({"type": "sampled-softmax"}),
+            Ok(LossInput::Sampled { negatives: 100 }),
+        );
+        check(
+            json!({"type": "sampled-softmax", "alpha": -1.0}),
+            Err("alpha: value -1 is out of range"),
+        );
+        check(
+            json!({"type": "infonce"}),
+            Ok(LossInput::Sampled { negatives: 10 }),
+        );
+        check(
+            json!({"type": "infonce", "temperature": 0.0}),
+            Err("temperature: value 0 is out of range"),
         );
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! cargo run --release -p pulse-recommenders --example bench -- \
-//!     [--inter PATH/ml-100k.inter] [--model sasrec|bpr-mf|pop] [--epochs N] [--patience P] [--seed S] \
+//!     [--inter PATH/ml-100k.inter] [--model sasrec|bpr-mf|lightgcn|itemknn|pop|…] \
+//!     [--epochs N] [--patience P] [--seed S] \
 //!     [--set key=value]...
 //! ```
 //! `--set` takes the model's own config keys (`--set dropout=0.2 --set loss.type=bpr`). The loop

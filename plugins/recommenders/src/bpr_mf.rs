@@ -1,7 +1,8 @@
 //! `bpr-mf`: matrix factorisation (Rendle et al. 2009). A user and an item each have an
 //! embedding; the score is their dot product. One training example is a (user, positive item)
 //! pair from the training data, shuffled every epoch; the loss is a plugin (`bpr` with one
-//! uniform negative by default, or any loss over full logits such as `ce`). Optimiser: AdamW
+//! uniform negative by default, negatives drawn by the shared sampler the loss asks for, or
+//! any loss over full logits such as `ce`). Optimiser: AdamW
 //! (with the default `weight_decay = 0` it is Adam, as in RecBole). Embeddings start
 //! xavier-normal like RecBole's, drawn from the trial seed.
 
@@ -13,6 +14,7 @@ use pulse_api::{
     ConfigError, EpochContext, Loss, LossBuilder, LossSpec, ModelKind, Phase, PluginConfig,
     PluginError, Recommender, SplitData, TrainConfig,
 };
+use pulse_data::NegativeSampler;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -125,6 +127,7 @@ struct State {
     /// Every training (user, item) pair, in data order; epochs shuffle an index over it.
     pairs: Vec<(u32, u32)>,
     n_items: u32,
+    sampler: NegativeSampler,
 }
 
 impl State {
@@ -150,8 +153,9 @@ impl BprMf {
             batch.iter().map(|&i| st.pairs[i as usize]).unzip();
         let u = st.user.as_tensor().index_select(&ids(users)?, 0)?;
         let n_items = st.n_items as usize;
-        common::item_loss(
+        common::item_loss_with(
             self.loss.as_ref(),
+            &st.sampler,
             &u,
             st.item.as_tensor(),
             n_items,
@@ -213,6 +217,7 @@ impl Recommender for BprMf {
             opt,
             pairs,
             n_items: ni as u32,
+            sampler: common::sampler_for(self.loss.as_ref(), data),
         });
         Ok(())
     }

@@ -6,8 +6,10 @@
 use candle_core::{DType, Device, Tensor, Var};
 use pulse_api::config::ConfigErrorKind;
 use pulse_api::rng::Rng;
-use pulse_api::{ConfigError, Loss, LossInput, PluginError};
+use pulse_api::{ConfigError, Loss, LossInput, PluginError, SplitData};
+use pulse_data::NegativeSampler;
 use rand::Rng as _;
+use std::sync::Mutex;
 
 /// Every model here runs on the CPU.
 pub(crate) const DEVICE: Device = Device::Cpu;
@@ -32,6 +34,54 @@ pub(crate) fn normal_var(
         }
     }
     Ok(Var::from_vec(values, (rows, cols), &DEVICE)?)
+}
+
+/// A `[rows, cols]` f32 variable drawn from U(−bound, bound) with the given generator.
+pub(crate) fn uniform_var(
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    bound: f64,
+) -> Result<Var, PluginError> {
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
+        .collect();
+    Ok(Var::from_vec(values, (rows, cols), &DEVICE)?)
+}
+
+/// Splits `out` into contiguous blocks of whole `unit`-sized rows, one per thread of candle's
+/// CPU pool, and calls `f(first_row, block)` on each. Running on candle's own (spin-waiting)
+/// workers rather than fresh threads keeps the two from competing for the same cores. Every
+/// row is written by exactly one call, so results do not depend on the number of threads. Runs
+/// on the calling thread when there are fewer than `min_rows` rows per extra thread.
+pub(crate) fn par_rows<T: Send>(
+    out: &mut [T],
+    unit: usize,
+    min_rows: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let unit = unit.max(1);
+    let rows = out.len() / unit;
+    let pool = candle_core::utils::barrier_pool();
+    let threads = (pool.n_workers() + 1).min(rows / min_rows.max(1)).max(1);
+    if threads == 1 {
+        f(0, out);
+        return;
+    }
+    let per = rows.div_ceil(threads);
+    // One uncontended lock per block hands each pool thread its own mutable rows.
+    let blocks: Vec<Mutex<(usize, &mut [T])>> = out
+        .chunks_mut(per * unit)
+        .enumerate()
+        .map(|(t, b)| Mutex::new((t * per, b)))
+        .collect();
+    pool.execute(|tid| {
+        if let Some(block) = blocks.get(tid) {
+            let mut guard = block.lock().unwrap_or_else(|e| e.into_inner());
+            let (first, rows) = &mut *guard;
+            f(*first, rows);
+        }
+    });
 }
 
 /// A variable filled with `value` (layer-norm gains and biases).
@@ -166,6 +216,56 @@ pub(crate) fn not_prepared(model: &str) -> PluginError {
 pub(crate) fn ids(v: Vec<u32>) -> Result<Tensor, PluginError> {
     let n = v.len();
     Ok(Tensor::from_vec(v, n, &DEVICE)?)
+}
+
+/// The shared negative sampler (`pulse-data`) a loss asks for, over the training counts.
+pub(crate) fn sampler_for(loss: &dyn Loss, data: &SplitData) -> NegativeSampler {
+    NegativeSampler::new(loss.sampling(), &data.item_counts())
+}
+
+/// Scores `[n]` of `query [n, d]` against the rows `items` of `table`, and `[n, k]` against
+/// `negatives` (row-major `[n, k]` ids).
+pub(crate) fn sampled_scores(
+    query: &Tensor,
+    table: &Tensor,
+    positives: Vec<u32>,
+    negatives: Vec<u32>,
+    k: usize,
+) -> Result<(Tensor, Tensor), PluginError> {
+    let (n, dim) = query.dims2()?;
+    let pos = table.index_select(&ids(positives)?, 0)?;
+    let pos_scores = (query * &pos)?.sum(1)?;
+    let neg_emb = table
+        .index_select(&ids(negatives)?, 0)?
+        .reshape((n, k, dim))?;
+    let neg_scores = neg_emb.matmul(&query.unsqueeze(2)?)?.squeeze(2)?;
+    Ok((pos_scores, neg_scores))
+}
+
+/// Like [`item_loss`], drawing negatives from `sampler` (the distribution the loss asked for)
+/// and handing the loss their log sampling probabilities.
+pub(crate) fn item_loss_with(
+    loss: &dyn Loss,
+    sampler: &NegativeSampler,
+    query: &Tensor,
+    table: &Tensor,
+    n_items: usize,
+    targets: Vec<u32>,
+    rng: &mut Rng,
+) -> Result<Tensor, PluginError> {
+    match loss.input() {
+        LossInput::FullLogits => item_loss(loss, query, table, n_items, targets, rng),
+        LossInput::Sampled { negatives } => {
+            let n = targets.len();
+            let neg = sampler.sample(rng, &targets, negatives);
+            let q_pos: Vec<f32> = targets.iter().map(|&t| sampler.log_q(t)).collect();
+            let (pos_scores, neg_scores) =
+                sampled_scores(query, table, targets, neg.items, negatives)?;
+            let q_pos = Tensor::from_vec(q_pos, n, &DEVICE)?;
+            let q_neg = Tensor::from_vec(neg.log_q, (n, negatives), &DEVICE)?;
+            loss.sampled_with_q(&pos_scores, &neg_scores, &q_pos, &q_neg)
+        }
+    }
 }
 
 /// The loss of query vectors `[n, d]` scored against item embeddings: either full logits over

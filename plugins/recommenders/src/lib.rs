@@ -1,28 +1,43 @@
-//! Built-in recommenders of pulse: `pop` (item popularity), `bpr-mf` (matrix factorisation)
-//! and `sasrec` (self-attentive sequential recommendation). Each is a typed config (the
+//! Built-in recommenders of pulse: `pop` (item popularity), `bpr-mf` (matrix factorisation),
+//! `itemknn` (item-item cosine neighbours), `lightgcn` (graph-propagated embeddings),
+//! `sasrec` (self-attentive sequential recommendation), `gru4rec` (a GRU over the history) and
+//! `bert4rec` (bidirectional self-attention trained by cloze masking). Each is a typed config (the
 //! factory input, with defaults and range checks) plus a [`pulse_api::Recommender`]; the core
 //! runs their training loop. Trained models take their loss as a plugin and produce either full
 //! logits or sampled scores for it. Everything runs on the CPU through candle, with every
 //! random draw (initial weights, shuffling, dropout, negatives) from `pulse_api::rng`, so a
 //! seed reproduces a run bit for bit.
 
+pub mod bert4rec;
 pub mod bpr_mf;
 mod common;
+pub mod gru4rec;
+pub mod itemknn;
+pub mod lightgcn;
 mod ops;
 pub mod pop;
 pub mod sasrec;
 #[cfg(test)]
 mod testing;
+mod transformer;
 
+pub use bert4rec::Bert4RecConfig;
 pub use bpr_mf::BprMfConfig;
+pub use gru4rec::Gru4RecConfig;
+pub use itemknn::ItemKnnConfig;
+pub use lightgcn::LightGcnConfig;
 pub use pop::PopConfig;
 pub use sasrec::SasRecConfig;
 
-/// Registers `pop`, `bpr-mf` and `sasrec`.
+/// Registers `pop`, `bpr-mf`, `sasrec`, `itemknn`, `lightgcn`, `gru4rec` and `bert4rec`.
 pub fn register(r: &mut pulse_api::Registrar) {
     r.recommender::<PopConfig>(pop::build);
     r.recommender::<BprMfConfig>(bpr_mf::build);
     r.recommender::<SasRecConfig>(sasrec::build);
+    r.recommender::<ItemKnnConfig>(itemknn::build);
+    r.recommender::<LightGcnConfig>(lightgcn::build);
+    r.recommender::<Gru4RecConfig>(gru4rec::build);
+    r.recommender::<Bert4RecConfig>(bert4rec::build);
 }
 
 #[cfg(test)]
@@ -66,7 +81,10 @@ mod tests {
             .into_iter()
             .map(|e| e.info.type_name)
             .collect();
-        assert_eq!(names, ["pop", "bpr-mf", "sasrec"]);
+        assert_eq!(
+            names,
+            ["pop", "bpr-mf", "sasrec", "itemknn", "lightgcn", "gru4rec", "bert4rec"]
+        );
 
         check(json!({"type": "pop"}), Ok(ModelKind::General));
         check(json!({"type": "bpr-mf"}), Ok(ModelKind::General));
@@ -80,6 +98,31 @@ mod tests {
             Ok(ModelKind::General),
         );
         check(json!({"type": "pop", "size": 3}), Err("size"));
+        check(json!({"type": "gru4rec"}), Ok(ModelKind::Sequential));
+        check(
+            json!({"type": "gru4rec", "loss": {"type": "bpr"}}),
+            Ok(ModelKind::Sequential),
+        );
+        check(json!({"type": "gru4rec", "layers": 0}), Err("layers"));
+        check(json!({"type": "bert4rec"}), Ok(ModelKind::Sequential));
+        check(
+            json!({"type": "bert4rec", "loss": {"type": "bpr"}}),
+            Ok(ModelKind::Sequential),
+        );
+        check(
+            json!({"type": "bert4rec", "mask_ratio": 0.0}),
+            Err("mask_ratio"),
+        );
+        check(json!({"type": "itemknn", "k": 20}), Ok(ModelKind::General));
+        check(json!({"type": "itemknn", "shrink": -1.0}), Err("shrink"));
+        check(
+            json!({"type": "lightgcn", "loss": {"type": "ce"}}),
+            Ok(ModelKind::General),
+        );
+        check(
+            json!({"type": "lightgcn", "loss": {"type": "zero-negatives"}}),
+            Err("loss.type"),
+        );
         check(
             json!({"type": "sasrec", "hiden_size": 3}),
             Err("hiden_size"),

@@ -14,7 +14,7 @@ use rand::Rng as _;
 
 type CResult<T> = candle_core::Result<T>;
 
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> CResult<&'a [f32]> {
+pub(crate) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> CResult<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("{op}: only f32 tensors are supported")
     };
@@ -32,7 +32,7 @@ fn last_dim(l: &Layout) -> usize {
 /// rounded to nearest, then Cephes' degree-6 polynomial for `e^r` (a few ulp of error) times
 /// `2^k` built from its bits. Underflows to exactly 0 below −87 (masked attention scores).
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

@@ -3,7 +3,7 @@
 //! `layers` post-norm transformer blocks with causal self-attention, GELU feed-forward layers,
 //! layer-norm eps 1e-12, N(0, 0.02²) initial weights, and output logits `hidden · itemᵀ` with
 //! the item embedding shared between input and output. The loss is a plugin (`ce` over full
-//! logits by default; a sampled loss gets uniform negatives).
+//! logits by default; a sampled loss gets negatives from the shared sampler it asks for).
 //!
 //! **Training examples.** One example per *window* of a user's training sequence, with the
 //! loss at every position (the original SASRec scheme), rather than RecBole's one example per
@@ -16,21 +16,22 @@
 //! is causal and ignores padding, and only real positions are gathered (`index_select`) before
 //! computing logits, so the loss sees `[targets, n_items]`. `batch_size` counts windows. Windows
 //! are shuffled every epoch with the epoch's generator, which also draws the dropout masks.
+//! With `windows = "last"` an epoch holds only each user's most recent window (Kang &
+//! McAuley's own code): an epoch costs a fraction, and older interactions are never targets.
 //!
 //! **Scoring.** The user's history as of the phase, last `max_len` items, no dropout; the last
 //! position's hidden state dotted with every item embedding. Users are scored in batches.
 
-mod net;
-
 use crate::common::{self, ids, DEVICE};
+use crate::transformer::{Batch, Dims, Dropout, Net};
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use net::{Batch, Dims, Dropout, Net};
 use pulse_api::config::check_range;
 use pulse_api::{
     ConfigError, EpochContext, Loss, LossBuilder, LossSpec, ModelKind, Phase, PluginConfig,
     PluginError, Recommender, SplitData, TrainConfig,
 };
+use pulse_data::NegativeSampler;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -51,6 +52,9 @@ pub struct SasRecConfig {
     pub dropout: f64,
     /// Longest history the model reads (older items are dropped).
     pub max_len: usize,
+    /// Training windows per epoch: `all` (every window of every training sequence) or `last`
+    /// (each user's most recent window only, as the original SASRec code trains).
+    pub windows: WindowScheme,
     /// Training objective: over full logits (`ce`) or sampled negatives (`bpr`, …).
     pub loss: LossSpec,
     /// Maximum number of epochs.
@@ -76,6 +80,7 @@ impl Default for SasRecConfig {
             heads: 2,
             dropout: 0.5,
             max_len: 50,
+            windows: WindowScheme::All,
             loss: LossSpec::of("ce"),
             epochs: 200,
             batch_size: 128,
@@ -116,6 +121,9 @@ heads = 2
 dropout = 0.5
 # Longest history the model reads (older items are dropped).
 max_len = 50
+# Training windows per epoch: "all" (every window of every sequence) or "last" (each user's
+# most recent max_len + 1 items only: fewer, cheaper epochs).
+windows = "all"
 # Training objective: full logits (ce) or sampled negatives (bpr, ...).
 loss = { type = "ce" }
 # Maximum number of epochs (validation decides when to stop).
@@ -158,6 +166,16 @@ eval_every = 1
     }
 }
 
+/// Which windows of the training sequences an epoch trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowScheme {
+    /// Every window: each training interaction (but a user's first) is a target once per epoch.
+    All,
+    /// Each user's most recent window only.
+    Last,
+}
+
 /// Builds an untrained `sasrec` (parameters are allocated in `prepare`).
 pub fn build(
     cfg: SasRecConfig,
@@ -183,6 +201,7 @@ struct State {
     net: Net,
     opt: AdamW,
     windows: Vec<Vec<u32>>,
+    sampler: NegativeSampler,
     /// `r · max_len + max_len − 1` for r < SCORE_CHUNK: the last position of each scored row.
     last_positions: Tensor,
 }
@@ -192,7 +211,7 @@ const SCORE_CHUNK: usize = 256;
 
 /// Cuts training sequences into windows of at most `len + 1` items from their ends, neighbours
 /// sharing one item, so that every item but a sequence's first is a target exactly once.
-fn windows(train: &[Vec<u32>], len: usize) -> Vec<Vec<u32>> {
+pub(crate) fn windows(train: &[Vec<u32>], len: usize) -> Vec<Vec<u32>> {
     let mut out = Vec::new();
     for seq in train {
         let mut end = seq.len();
@@ -248,8 +267,9 @@ impl SasRec {
             let hidden = st.net.forward(&batch, Some(dropout))?;
             let h = hidden.index_select(&ids(positions)?, 0)?;
             let m = targets.len();
-            let loss = common::item_loss(
+            let loss = common::item_loss_with(
                 self.loss.as_ref(),
+                &st.sampler,
                 &h,
                 st.net.item.as_tensor(),
                 dims.n_items,
@@ -274,7 +294,15 @@ impl Recommender for SasRec {
     fn prepare(&mut self, data: &SplitData, seed: u64) -> Result<(), PluginError> {
         let n_items = data.n_items();
         common::check_items(SasRecConfig::TYPE, self.loss.as_ref(), n_items)?;
-        let windows = windows(&data.train, self.cfg.max_len);
+        let windows = match self.cfg.windows {
+            WindowScheme::All => windows(&data.train, self.cfg.max_len),
+            WindowScheme::Last => data
+                .train
+                .iter()
+                .filter(|seq| seq.len() >= 2)
+                .map(|seq| seq[seq.len().saturating_sub(self.cfg.max_len + 1)..].to_vec())
+                .collect(),
+        };
         if windows.is_empty() {
             return Err(PluginError::Data(
                 "sasrec: no user has two training interactions to learn a transition from".into(),
@@ -302,6 +330,7 @@ impl Recommender for SasRec {
             net,
             opt,
             windows,
+            sampler: common::sampler_for(self.loss.as_ref(), data),
             last_positions: Tensor::from_vec(last, SCORE_CHUNK, &DEVICE)?,
         });
         Ok(())

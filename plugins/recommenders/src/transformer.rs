@@ -1,6 +1,7 @@
-//! The SASRec network: item + learned position embeddings, a stack of post-norm transformer
-//! blocks (causal multi-head self-attention, GELU feed-forward) as in RecBole's
-//! `TransformerEncoder`, and batches of left-padded sequences to run it on.
+//! The transformer encoder shared by `sasrec` and `bert4rec`: item + learned position
+//! embeddings, a stack of post-norm transformer blocks (multi-head self-attention, GELU
+//! feed-forward) as in RecBole's `TransformerEncoder`, and batches of left-padded sequences to
+//! run it on, with causal attention (SASRec) or bidirectional attention (BERT4Rec).
 //!
 //! Layout choices for speed on a CPU: activations stay 2-D `[batch · len, hidden]` so every
 //! projection is one matrix product; the heads are moved into the batch dimension by one copy
@@ -24,7 +25,7 @@ const MASKED: f32 = -10_000.0;
 
 /// Sizes of the network.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Dims {
+pub(crate) struct Dims {
     pub n_items: usize,
     pub hidden: usize,
     pub inner: usize,
@@ -53,7 +54,7 @@ struct Block {
 }
 
 /// The trainable network. `item` has `n_items + 1` rows; the last is padding.
-pub(super) struct Net {
+pub(crate) struct Net {
     pub dims: Dims,
     pub item: Var,
     pos: Var,
@@ -63,7 +64,7 @@ pub(super) struct Net {
 }
 
 /// A batch of sequences, each left-padded to `max_len` with the padding id `n_items`.
-pub(super) struct Batch {
+pub(crate) struct Batch {
     pub rows: usize,
     /// `[rows · max_len]` item ids.
     ids: Tensor,
@@ -72,9 +73,18 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    /// Builds a batch from sequences of at most `max_len` items each (longer ones keep their
-    /// last `max_len` items).
+    /// A causal batch from sequences of at most `max_len` items each (longer ones keep their
+    /// last `max_len` items): a position attends to real items at or before itself.
     pub fn new<S: AsRef<[u32]>>(seqs: &[S], dims: &Dims) -> Result<Self, PluginError> {
+        Self::build(seqs, dims, true)
+    }
+
+    /// Like [`Batch::new`], but every position attends to every real item of its row.
+    pub fn bidirectional<S: AsRef<[u32]>>(seqs: &[S], dims: &Dims) -> Result<Self, PluginError> {
+        Self::build(seqs, dims, false)
+    }
+
+    fn build<S: AsRef<[u32]>>(seqs: &[S], dims: &Dims, causal: bool) -> Result<Self, PluginError> {
         let l = dims.max_len;
         let pad = dims.n_items as u32;
         let rows = seqs.len();
@@ -87,9 +97,11 @@ impl Batch {
             ids.extend(std::iter::repeat_n(pad, first));
             ids.extend_from_slice(s);
             for i in 0..l {
-                // A query attends to real items at or before itself; a padding query (never
-                // read) sees only masked keys, which softmax turns into a harmless average.
-                mask.extend((0..l).map(|j| if j >= first && j <= i { 0.0 } else { MASKED }));
+                // A query attends to real items (at or before itself when causal); a causal
+                // padding query (never read) sees only masked keys, which softmax turns into a
+                // harmless average.
+                let last = if causal { i } else { l - 1 };
+                mask.extend((0..l).map(|j| if j >= first && j <= last { 0.0 } else { MASKED }));
             }
         }
         Ok(Self {
@@ -101,7 +113,7 @@ impl Batch {
 }
 
 /// Dropout settings for a training forward pass.
-pub(super) struct Dropout<'a> {
+pub(crate) struct Dropout<'a> {
     pub p: f32,
     pub rng: &'a mut Rng,
 }

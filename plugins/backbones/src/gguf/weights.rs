@@ -1,0 +1,163 @@
+//! Loading a GGUF model's tensors, and the one choice that matters for speed on small models:
+//! keep each projection quantized (candle's quantized matmul: little memory traffic, best for
+//! one sequence at a time) or dequantize it once at load time to a dense matrix (a real GEMM:
+//! best when many sequences share each weight read). See [`WeightFormat`].
+
+use super::config::Config;
+use crate::BackboneError;
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use std::io::{Read, Seek};
+use std::path::Path;
+use std::sync::Arc;
+
+/// How projection weights are held in memory.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightFormat {
+    /// Dense f32 on CPU for models up to [`AUTO_DENSE_MAX_PARAMS`] parameters, f16 on CUDA,
+    /// quantized otherwise. Batched decoding is compute-bound on small models, and a dense
+    /// GEMM beats the quantized kernels there (measured in the crate README).
+    #[default]
+    Auto,
+    /// As stored in the file (Q4_1, Q4_K, …).
+    Quantized,
+    /// Dequantized once to f32.
+    F32,
+    /// Dequantized once to f16 (for GPUs).
+    F16,
+}
+
+/// Largest model (in parameters, embeddings excluded) that `Auto` dequantizes on CPU. At
+/// 135M parameters dense f32 weights take 0.5 GB; at 0.5B they would take 2 GB and the
+/// quantized kernels' smaller reads start to win back.
+pub const AUTO_DENSE_MAX_PARAMS: usize = 200_000_000;
+
+impl WeightFormat {
+    /// The concrete format for a model with `params` projection parameters on `device`.
+    pub fn resolve(self, params: usize, device: &Device) -> WeightFormat {
+        match self {
+            WeightFormat::Auto if device.is_cuda() => WeightFormat::F16,
+            WeightFormat::Auto if params <= AUTO_DENSE_MAX_PARAMS => WeightFormat::F32,
+            WeightFormat::Auto => WeightFormat::Quantized,
+            other => other,
+        }
+    }
+}
+
+/// A projection `y = x Wᵀ (+ b)`.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    w: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // Flatten to 2-D so a dense weight is used as-is rather than broadcast per batch row.
+        let dims = x.dims().to_vec();
+        let (last, lead) = match dims.split_last() {
+            Some((l, lead)) => (*l, lead),
+            None => candle_core::bail!("linear input must have at least one dimension"),
+        };
+        let rows: usize = lead.iter().product();
+        let x2 = x.reshape((rows, last))?;
+        let x2 = match &self.w {
+            QMatMul::TensorF16(_) => x2.to_dtype(DType::F16)?,
+            _ => x2,
+        };
+        let mut y = match &self.w {
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => x2.matmul(&w.t()?)?,
+            q => q.forward(&x2)?,
+        };
+        if y.dtype() != DType::F32 {
+            y = y.to_dtype(DType::F32)?;
+        }
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        let mut out = lead.to_vec();
+        out.push(y.dim(1)?);
+        y.reshape(out)
+    }
+}
+
+/// Reads tensors out of one GGUF file.
+pub(crate) struct Loader<'a, R> {
+    pub(crate) content: &'a Content,
+    pub(crate) reader: &'a mut R,
+    pub(crate) device: &'a Device,
+    pub(crate) format: WeightFormat,
+    pub(crate) path: &'a Path,
+}
+
+impl<R: Read + Seek> Loader<'_, R> {
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    pub(crate) fn qtensor(&mut self, name: &str) -> Result<QTensor, BackboneError> {
+        if !self.has(name) {
+            return Err(BackboneError::Gguf {
+                path: self.path.to_path_buf(),
+                reason: format!("no tensor `{name}`"),
+            });
+        }
+        self.content
+            .tensor(self.reader, name, self.device)
+            .map_err(|e| BackboneError::Gguf {
+                path: self.path.to_path_buf(),
+                reason: format!("tensor `{name}`: {e}"),
+            })
+    }
+
+    /// A small tensor (norm weights, biases) as f32.
+    pub(crate) fn dense(&mut self, name: &str) -> Result<Tensor, BackboneError> {
+        Ok(self.qtensor(name)?.dequantize(self.device)?)
+    }
+
+    pub(crate) fn opt_dense(&mut self, name: &str) -> Result<Option<Tensor>, BackboneError> {
+        if self.has(name) {
+            self.dense(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub(crate) fn linear_from(
+        &self,
+        q: Arc<QTensor>,
+        bias: Option<Tensor>,
+    ) -> Result<Linear, BackboneError> {
+        let w = match self.format {
+            WeightFormat::F32 => QMatMul::Tensor(q.dequantize(self.device)?),
+            WeightFormat::F16 => QMatMul::TensorF16(q.dequantize_f16(self.device)?),
+            WeightFormat::Quantized | WeightFormat::Auto => QMatMul::from_arc(q)?,
+        };
+        Ok(Linear { w, bias })
+    }
+
+    /// `name.weight` with `name.bias` if the file has one.
+    pub(crate) fn linear(&mut self, name: &str) -> Result<Linear, BackboneError> {
+        let q = Arc::new(self.qtensor(&format!("{name}.weight"))?);
+        let bias = self.opt_dense(&format!("{name}.bias"))?;
+        self.linear_from(q, bias)
+    }
+}
+
+/// Parameters in the projections of a model of this shape (what dense weights cost), without
+/// the embedding table.
+pub(crate) fn projection_params(cfg: &Config) -> usize {
+    let q = cfg.n_head * cfg.head_dim;
+    let kv = cfg.n_head_kv * cfg.head_dim;
+    let per_layer = cfg.n_embd * (q + 2 * kv) + q * cfg.n_embd + 3 * cfg.n_embd * cfg.n_ff;
+    per_layer * cfg.n_layer
+}
+
+/// Whether the file's output projection is its embedding table (tied weights).
+pub(crate) fn output_is_tied(content: &Content) -> bool {
+    !content.tensor_infos.contains_key("output.weight")
+}

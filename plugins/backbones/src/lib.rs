@@ -1,0 +1,31 @@
+//! Backbones for pulse: the models that turn text into text (generation) or into vectors
+//! (embeddings).
+//!
+//! - [`gguf`]: small language models from GGUF files (llama / SmolLM2, qwen2, gemma3) run with
+//!   candle on CPU or CUDA, with their tokenizer and chat template read from the GGUF itself and
+//!   a batched generation engine ([`gguf::GgufBackbone::generate`]).
+//! - [`bert`]: sentence encoders (all-MiniLM-L6-v2) from safetensors + `tokenizer.json`, for
+//!   inference ([`bert::Encoder`]) and fine-tuning ([`bert::TrainableEncoder`]).
+//! - [`openai`]: any OpenAI-compatible server (chat, completions, embeddings) with bounded
+//!   concurrency, timeouts and retries.
+//! - Shared vocabulary for every generating backbone: [`GenParams`] in, [`Generation`] out,
+//!   [`FinishReason`]; [`DeviceSpec`] for `device = "cpu" | "cuda:N"`.
+//!
+//! Each backbone lives in its own module; a new one is added with one `pub mod` line below.
+
+mod device;
+mod error;
+mod params;
+
+pub mod bert;
+pub mod chat;
+pub mod gguf;
+pub mod openai;
+pub mod tokenizer;
+
+pub use device::DeviceSpec;
+pub use error::BackboneError;
+pub use params::{FinishReason, GenParams, Generation};
+
+#[cfg(test)]
+mod testing;
