@@ -87,6 +87,19 @@ fn assert_exactly_once(uri: &str, store: &Path, experiment: &str) -> usize {
     total
 }
 
+/// Runs whose delivery record says they are complete on some server.
+fn delivered(store: &Path, experiment: &str) -> usize {
+    std::fs::read_dir(store.join(experiment))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    SyncFile::load(&e.path()).is_ok_and(|f| f.targets.values().any(|t| t.complete))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Runs whose delivery record is not complete for `uri`.
 fn unsynced(store: &Path, experiment: &str, uri: &str) -> usize {
     let (runs, _) = StoreReader::new(store).runs(Some(experiment)).unwrap();
@@ -221,8 +234,15 @@ fn server_killed_mid_sweep_then_sync_delivers_the_rest_exactly_once() {
     let store = tempfile::tempdir().unwrap();
     let a = run_args(&server.uri, &exp, &["--set", "models.bpr-mf.epochs=40"]);
     let mut child = spawn(store.path(), &a);
-    // Kill the server once some runs have ended, while the sweep goes on.
-    wait_ended(store.path(), &exp, 3);
+    // Kill the server once two runs are on it (or, on a very slow machine, once most runs have
+    // ended), while the sweep goes on.
+    let t = Instant::now();
+    while delivered(store.path(), &exp) < 2
+        && wait_ended(store.path(), &exp, 0) < 6
+        && t.elapsed() < Duration::from_secs(600)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     server.kill();
     let killed_at = wait_ended(store.path(), &exp, 0);
     assert!(

@@ -79,12 +79,14 @@ if [[ $what == fault || $what == all ]]; then
     --set "tracker.uri=$uri" --set experiment.name=$exp --set models.bpr-mf.epochs=60 \
     >"$work/fault-run.out" 2>"$work/fault-run.err" &
   run_pid=$!
-  until [ "$(grep -L RUNNING "$store/$exp"/*/status.json 2>/dev/null | wc -l)" -ge 3 ]; do
+  # Killed once two runs are on the server (their delivery records say complete).
+  until [ "$(grep -l '"complete": true' "$store/$exp"/*/mlflow-sync.json 2>/dev/null | wc -l)" -ge 2 ]; do
     kill -0 $run_pid 2>/dev/null || { echo "the sweep ended early:"; cat "$work/fault-run.err"; exit 1; }
     sleep 0.05
   done
   kill_server fault
-  echo "   server killed after $(grep -L RUNNING "$store/$exp"/*/status.json | wc -l) of 8 runs ended"
+  echo "   server killed after $(grep -L RUNNING "$store/$exp"/*/status.json | wc -l) of 8 runs ended," \
+    "$(grep -l '"complete": true' "$store/$exp"/*/mlflow-sync.json | wc -l) delivered"
   set +e; wait $run_pid; rc=$?; set -e
   echo "   sweep exit code: $rc"
   grep -E "mlflow" "$work/fault-run.err" | sed 's/^/   stderr: /'

@@ -140,22 +140,44 @@ fn main() {
     let stamp = now_ms();
     let experiment = format!("bench-overhead-{stamp}");
 
-    // 1. Training side.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut local: Vec<Box<dyn Tracker>> = vec![Box::new(LocalStore::new(tmp.path()))];
-    let t_local = log_events(&mut local, &info(&experiment, "local-only"), EVENTS);
-    let tracker = live(&proxy.url(), tmp.path());
-    let mut both: Vec<Box<dyn Tracker>> =
-        vec![Box::new(LocalStore::new(tmp.path())), Box::new(tracker)];
-    let before = proxy.requests();
-    let started = Instant::now();
-    let t_both = log_events(&mut both, &info(&experiment, "with-mlflow"), EVENTS);
-    // 2. Delivery: dropping the tracker waits until everything is on the server.
-    drop(both);
-    let delivered = started.elapsed();
-    let requests = proxy.requests() - before;
+    // 1. Training side, and 2. delivery: three alternating rounds, medians reported.
+    let (mut t_local, mut t_both, mut t_delivered, mut reqs) = (vec![], vec![], vec![], vec![]);
+    for round in 0..3 {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut local: Vec<Box<dyn Tracker>> = vec![Box::new(LocalStore::new(tmp.path()))];
+        t_local.push(log_events(
+            &mut local,
+            &info(&experiment, &format!("local-only-{round}")),
+            EVENTS,
+        ));
+        let tracker = live(&proxy.url(), tmp.path());
+        let mut both: Vec<Box<dyn Tracker>> =
+            vec![Box::new(LocalStore::new(tmp.path())), Box::new(tracker)];
+        let before = proxy.requests();
+        let started = Instant::now();
+        t_both.push(log_events(
+            &mut both,
+            &info(&experiment, &format!("with-mlflow-{round}")),
+            EVENTS,
+        ));
+        // Dropping the tracker waits until everything is on the server.
+        drop(both);
+        t_delivered.push(started.elapsed());
+        reqs.push(proxy.requests() - before);
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (t_local, t_both, delivered) = (
+        median(&mut t_local),
+        median(&mut t_both),
+        median(&mut t_delivered),
+    );
+    reqs.sort();
+    let requests = reqs[reqs.len() / 2];
     let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
-    println!("training side, {EVENTS} events logged one per call:");
+    println!("training side, {EVENTS} events logged one per call (median of 3):");
     println!(
         "  local store only      {:>10.0} events/s ({:.2} µs/event)",
         rate(t_local),
@@ -166,7 +188,7 @@ fn main() {
         rate(t_both),
         t_both.as_secs_f64() * 1e6 / EVENTS as f64
     );
-    println!("delivery to the server (background thread):");
+    println!("delivery to the server (background thread, median of 3):");
     println!(
         "  {EVENTS} events on the server after {:.2} s: {:.0} events/s sustained, {requests} requests ({:.0} events/request)",
         delivered.as_secs_f64(),

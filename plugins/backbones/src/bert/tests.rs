@@ -238,6 +238,33 @@ fn gradients_flow_through_the_trainable_layers_only() {
 }
 
 #[test]
+fn unfrozen_embeddings_get_gradients_for_the_tokens_used() {
+    let enc = TrainableEncoder::from_files(
+        files(),
+        &Device::Cpu,
+        EncoderOptions::default(),
+        Freeze::Nothing,
+    )
+    .unwrap();
+    assert_eq!(enc.trainable_vars().len(), 5 + 6 * 16);
+    let grads = pair_loss(&enc, &["Toy Story (1995)"], &["Heat (1995)"])
+        .backward()
+        .unwrap();
+    let data = enc.varmap().data().lock().unwrap();
+    let g = grads
+        .get(data["embeddings.word_embeddings.weight"].as_tensor())
+        .expect("word embeddings get a gradient")
+        .abs()
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    // "toy" (9121) occurs in the input, "paris" (3000) does not.
+    assert!(g[9121] > 0.0 && g[3000] == 0.0, "{} {}", g[9121], g[3000]);
+}
+
+#[test]
 fn fine_tuning_moves_paired_texts_together() {
     use candle_nn::Optimizer;
     let enc = TrainableEncoder::from_files(

@@ -22,6 +22,7 @@
 mod cache;
 mod config;
 mod engine;
+mod kernels;
 pub(crate) mod meta;
 mod model;
 mod sampling;

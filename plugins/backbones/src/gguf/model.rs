@@ -10,6 +10,7 @@
 
 use super::cache::KvCache;
 use super::config::{Activation, Config, RopeStyle};
+use super::kernels::{DecodeAttention, Gate, GatedActivation, MaskedSoftmax, Visibility};
 use super::weights::{output_is_tied, projection_params, Linear, Loader, WeightFormat};
 use crate::BackboneError;
 use candle_core::quantized::QTensor;
@@ -19,20 +20,55 @@ use std::sync::Arc;
 
 struct Layer {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Projections,
     o: Linear,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     post_attn_norm: Option<Tensor>,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    /// `gate` and `up`.
+    gate_up: Projections,
     down: Linear,
     post_ffn_norm: Option<Tensor>,
     /// Sliding-window layer (Gemma 3's local layers).
     local: bool,
+}
+
+/// Projections of the same input: one product when the weights are dense (fewer, larger
+/// matrix products), separate ones when quantized (their block types may differ).
+enum Projections {
+    Fused(Linear, Vec<usize>),
+    Split(Vec<Linear>),
+}
+
+impl Projections {
+    fn new(parts: Vec<Linear>, widths: Vec<usize>) -> candle_core::Result<Self> {
+        let refs: Vec<&Linear> = parts.iter().collect();
+        Ok(match Linear::fuse(&refs)? {
+            Some(f) => Projections::Fused(f, widths),
+            None => Projections::Split(parts),
+        })
+    }
+
+    /// The outputs, contiguous, in the order the parts were given.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        match self {
+            Projections::Split(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+            Projections::Fused(f, widths) => {
+                let y = f.forward(x)?;
+                let last = y.rank() - 1;
+                let mut at = 0;
+                widths
+                    .iter()
+                    .map(|&w| {
+                        let part = y.narrow(last, at, w)?.contiguous();
+                        at += w;
+                        part
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// Rotary tables for positions `0..max_pos`, `[max_pos, head_dim / 2]`.
@@ -119,18 +155,21 @@ impl Model {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = format!("blk.{i}");
+            let q = loader.linear(&format!("{p}.attn_q"))?;
+            let k = loader.linear(&format!("{p}.attn_k"))?;
+            let v = loader.linear(&format!("{p}.attn_v"))?;
+            let gate = loader.linear(&format!("{p}.ffn_gate"))?;
+            let up = loader.linear(&format!("{p}.ffn_up"))?;
+            let (qd, kvd) = (cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim);
             layers.push(Layer {
                 attn_norm: loader.dense(&format!("{p}.attn_norm.weight"))?,
-                q: loader.linear(&format!("{p}.attn_q"))?,
-                k: loader.linear(&format!("{p}.attn_k"))?,
-                v: loader.linear(&format!("{p}.attn_v"))?,
+                qkv: Projections::new(vec![q, k, v], vec![qd, kvd, kvd])?,
                 o: loader.linear(&format!("{p}.attn_output"))?,
                 q_norm: loader.opt_dense(&format!("{p}.attn_q_norm.weight"))?,
                 k_norm: loader.opt_dense(&format!("{p}.attn_k_norm.weight"))?,
                 post_attn_norm: loader.opt_dense(&format!("{p}.post_attention_norm.weight"))?,
                 ffn_norm: loader.dense(&format!("{p}.ffn_norm.weight"))?,
-                gate: loader.linear(&format!("{p}.ffn_gate"))?,
-                up: loader.linear(&format!("{p}.ffn_up"))?,
+                gate_up: Projections::new(vec![gate, up], vec![cfg.n_ff, cfg.n_ff])?,
                 down: loader.linear(&format!("{p}.ffn_down"))?,
                 post_ffn_norm: loader.opt_dense(&format!("{p}.post_ffw_norm.weight"))?,
                 local: cfg.is_local_layer(i),
@@ -207,13 +246,17 @@ impl Model {
             Some(r) => Some(r.select(&pos, rows, len)?),
             None => None,
         };
-        let mask = self.mask(&starts, base, from, len, None)?;
-        let local_mask = match self.cfg.sliding_window {
-            Some(s) if base + len - from > s.window => {
-                self.mask(&starts, base, from, len, Some(s.window))?
-            }
-            _ => mask.clone(),
+        // Slots relative to the live view the cache hands out.
+        let vis = Visibility {
+            starts: starts.iter().map(|s| s.saturating_sub(from)).collect(),
+            base: base - from,
+            len,
+            window: None,
         };
+        let local_vis = self.cfg.sliding_window.map(|s| Visibility {
+            window: Some(s.window),
+            ..vis.clone()
+        });
 
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self
@@ -224,11 +267,11 @@ impl Model {
             x = (x * s as f64)?;
         }
         for (i, layer) in self.layers.iter().enumerate() {
-            let (cos, sin, mask) = match (&local_rope, layer.local) {
-                (Some((c, s)), true) => (c, s, &local_mask),
-                _ => (&cos, &sin, &mask),
+            let (cos, sin, vis) = match (&local_rope, &local_vis, layer.local) {
+                (Some((c, s)), Some(v), true) => (c, s, v),
+                _ => (&cos, &sin, &vis),
             };
-            x = self.block(i, layer, &x, cos, sin, mask.as_ref(), cache)?;
+            x = self.block(i, layer, &x, cos, sin, vis, cache)?;
         }
         cache.advance(len);
         let last = x.narrow(1, len - 1, 1)?.squeeze(1)?.contiguous()?;
@@ -236,37 +279,18 @@ impl Model {
         self.lm_head.forward(&h)
     }
 
-    /// Additive attention mask `[rows, 1, 1, len, live]` over the live slots `[from, base +
-    /// len)`, or `None` when every query may see every live slot.
-    fn mask(
-        &self,
-        starts: &[usize],
-        base: usize,
-        from: usize,
-        len: usize,
-        window: Option<usize>,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let live = base + len - from;
-        let mut m = vec![0f32; starts.len() * len * live];
-        let mut any = false;
-        for (r, &start) in starts.iter().enumerate() {
+    /// Additive attention mask `[rows, 1, 1, len, live]` for the generic (non-CPU) path.
+    fn mask_tensor(&self, vis: &Visibility, live: usize) -> candle_core::Result<Tensor> {
+        let (rows, len) = (vis.starts.len(), vis.len);
+        let mut m = vec![f32::NEG_INFINITY; rows * len * live];
+        for r in 0..rows {
             for l in 0..len {
-                let q = base + l;
                 let row = &mut m[(r * len + l) * live..(r * len + l + 1) * live];
-                for (j, v) in row.iter_mut().enumerate() {
-                    let s = from + j;
-                    let visible = s >= start && s <= q && window.is_none_or(|w| q - s < w);
-                    if !visible {
-                        *v = f32::NEG_INFINITY;
-                        any = true;
-                    }
-                }
+                let vr = vis.range(r, l);
+                row[vr.start.min(live)..vr.end.min(live)].fill(0.0);
             }
         }
-        if !any {
-            return Ok(None);
-        }
-        Tensor::from_vec(m, (starts.len(), 1, 1, len, live), &self.device).map(Some)
+        Tensor::from_vec(m, (rows, 1, 1, len, live), &self.device)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -277,23 +301,28 @@ impl Model {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        vis: &Visibility,
         cache: &mut KvCache,
     ) -> candle_core::Result<Tensor> {
         let cfg = &self.cfg;
         let eps = cfg.rms_eps as f32;
         let (rows, len, _) = x.dims3()?;
         let (h, hkv, d) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
+        let cpu = self.device.is_cpu();
 
         let xn = candle_nn::ops::rms_norm(x, &layer.attn_norm, eps)?;
-        let mut q = layer.q.forward(&xn)?.reshape((rows, len, h, d))?;
-        let mut k = layer.k.forward(&xn)?.reshape((rows, len, hkv, d))?;
-        let v = layer.v.forward(&xn)?.reshape((rows, len, hkv, d))?;
+        let mut qkv = layer.qkv.forward(&xn)?.into_iter();
+        let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+            candle_core::bail!("attention projections must give q, k and v");
+        };
+        let mut q = q.reshape((rows, len, h, d))?;
+        let mut k = k.reshape((rows, len, hkv, d))?;
+        let v = v.reshape((rows, len, hkv, d))?;
         if let Some(w) = &layer.q_norm {
-            q = candle_nn::ops::rms_norm(&q.contiguous()?, w, eps)?;
+            q = candle_nn::ops::rms_norm(&q, w, eps)?;
         }
         if let Some(w) = &layer.k_norm {
-            k = candle_nn::ops::rms_norm(&k.contiguous()?, w, eps)?;
+            k = candle_nn::ops::rms_norm(&k, w, eps)?;
         }
         let q = q.transpose(1, 2)?.contiguous()?;
         let k = k.transpose(1, 2)?.contiguous()?;
@@ -310,22 +339,31 @@ impl Model {
         };
         let (kc, vc) = cache.append(index, &k, &v)?;
         let live = kc.dim(2)?;
-        let rep = h / hkv;
-        // Query heads sharing a key/value head become extra rows of one product.
-        let q = (q * cfg.attn_scale as f64)?.reshape((rows, hkv, rep * len, d))?;
-        let mut att = q.matmul(&kc.t()?)?;
-        if let Some(m) = mask {
-            att = att
-                .reshape((rows, hkv, rep, len, live))?
-                .broadcast_add(m)?
-                .reshape((rows, hkv, rep * len, live))?;
-        }
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att
-            .matmul(&vc)?
-            .reshape((rows, h, len, d))?
-            .transpose(1, 2)?
-            .reshape((rows, len, h * d))?;
+        let q = (q * cfg.attn_scale as f64)?;
+        let y = if cpu && len == 1 {
+            q.apply_op3_no_bwd(&kc, &vc, &DecodeAttention { vis })?
+        } else {
+            let rep = h / hkv;
+            // Query heads sharing a key/value head become extra rows of one product.
+            let att = q.reshape((rows, hkv, rep * len, d))?.matmul(&kc.t()?)?;
+            let att = if cpu {
+                att.inplace_op1(&MaskedSoftmax { vis })?;
+                att
+            } else {
+                let att = if vis.masks_anything() {
+                    att.reshape((rows, hkv, rep, len, live))?
+                        .broadcast_add(&self.mask_tensor(vis, live)?)?
+                        .reshape((rows, hkv, rep * len, live))?
+                } else {
+                    att
+                };
+                candle_nn::ops::softmax_last_dim(&att)?
+            };
+            att.matmul(&vc)?
+                .reshape((rows, h, len, d))?
+                .transpose(1, 2)?
+                .reshape((rows, len, h * d))?
+        };
         let mut y = layer.o.forward(&y)?;
         if let Some(w) = &layer.post_attn_norm {
             y = candle_nn::ops::rms_norm(&y, w, eps)?;
@@ -333,12 +371,24 @@ impl Model {
         let x = (x + y)?;
 
         let xn = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-        let g = layer.gate.forward(&xn)?;
-        let g = match cfg.activation {
-            Activation::Silu => candle_nn::ops::silu(&g)?,
-            Activation::GeluTanh => g.gelu()?,
+        let gate = match cfg.activation {
+            Activation::Silu => Gate::Silu,
+            Activation::GeluTanh => Gate::GeluTanh,
         };
-        let mut y = layer.down.forward(&(g * layer.up.forward(&xn)?)?)?;
+        let mut gu = layer.gate_up.forward(&xn)?.into_iter();
+        let (Some(g), Some(u)) = (gu.next(), gu.next()) else {
+            candle_core::bail!("MLP projections must give gate and up");
+        };
+        let a = if cpu {
+            g.apply_op2_no_bwd(&u, &GatedActivation(gate))?
+        } else {
+            let g = match gate {
+                Gate::Silu => candle_nn::ops::silu(&g)?,
+                Gate::GeluTanh => g.gelu()?,
+            };
+            (g * u)?
+        };
+        let mut y = layer.down.forward(&a)?;
         if let Some(w) = &layer.post_ffn_norm {
             y = candle_nn::ops::rms_norm(&y, w, eps)?;
         }

@@ -287,3 +287,94 @@ fn scratch_timing() {
         eprintln!("matmul {mm}x{k}x{n}: q4_1 {:.1} GF/s  q8_0 {:.1} GF/s  f32(w.t) {:.1} GF/s  f32(wt contig) {:.1} GF/s", gf(tq), gf(tq8), gf(tf), gf(tft));
     }
 }
+
+#[test]
+#[ignore]
+fn scratch_decode() {
+    use std::time::Instant;
+    let m = backbone(SMOL, WeightFormat::F32);
+    for b in [1usize, 16, 64] {
+        let mut c = m.model.new_cache(b, 400).unwrap();
+        let ids: Vec<u32> = (0..b as u32 * 300).map(|i| 100 + i % 1000).collect();
+        let t = Instant::now();
+        m.model.forward(&ids, &mut c).unwrap();
+        eprintln!("batch prefill {b}x300: {:.3}s", t.elapsed().as_secs_f64());
+        let step: Vec<u32> = vec![500; b];
+        let t = Instant::now();
+        for _ in 0..5 {
+            m.model.forward(&step, &mut c).unwrap();
+        }
+        eprintln!("decode step b={b}: {:.4}s", t.elapsed().as_secs_f64() / 5.0);
+    }
+}
+
+#[test]
+#[ignore]
+fn scratch_ops() {
+    use candle_core::{DType, Device, Tensor};
+    use std::time::Instant;
+    let dev = Device::Cpu;
+    let (b, hkv, rep, d, cap, t) = (64usize, 3usize, 3usize, 64usize, 400usize, 300usize);
+    let kc = Tensor::randn(0f32, 1., (b, hkv, cap, d), &dev).unwrap();
+    let q = Tensor::randn(0f32, 1., (b, hkv, rep, d), &dev).unwrap();
+    let mask = Tensor::zeros((b, 1, 1, 1, t), DType::F32, &dev).unwrap();
+    let time = |name: &str, f: &dyn Fn()| {
+        f();
+        let s = Instant::now();
+        for _ in 0..30 {
+            f();
+        }
+        eprintln!("{name}: {:.3} ms", s.elapsed().as_secs_f64() / 30.0 * 1e3);
+    };
+    let kv = kc.narrow(2, 0, t).unwrap();
+    time("qk matmul (narrow view)", &|| {
+        q.matmul(&kv.t().unwrap()).unwrap();
+    });
+    let kvc = kv.contiguous().unwrap();
+    time("qk matmul (contiguous)", &|| {
+        q.matmul(&kvc.t().unwrap()).unwrap();
+    });
+    let att = q.matmul(&kvc.t().unwrap()).unwrap();
+    time("mask broadcast_add", &|| {
+        att.reshape((b, hkv, rep, 1, t))
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
+    });
+    time("softmax", &|| {
+        candle_nn::ops::softmax_last_dim(&att).unwrap();
+    });
+    time("av matmul (narrow view)", &|| {
+        att.matmul(&kv).unwrap();
+    });
+    let x = Tensor::randn(0f32, 1., (b, 1, 576), &dev).unwrap();
+    let w = Tensor::ones(576, DType::F32, &dev).unwrap();
+    time("rms_norm", &|| {
+        candle_nn::ops::rms_norm(&x, &w, 1e-5).unwrap();
+    });
+    let g = Tensor::randn(0f32, 1., (b, 1, 1536), &dev).unwrap();
+    time("silu", &|| {
+        candle_nn::ops::silu(&g).unwrap();
+    });
+    time("mul", &|| {
+        (&g * &g).unwrap();
+    });
+    let newk = Tensor::randn(0f32, 1., (b, hkv, 1, d), &dev).unwrap();
+    time("slice_set", &|| {
+        kc.slice_set(&newk, 2, 350).unwrap();
+    });
+    let qq = Tensor::randn(0f32, 1., (b, 9, 1, d), &dev).unwrap();
+    let cs = Tensor::randn(0f32, 1., (b, 1, d / 2), &dev).unwrap();
+    time("rope_i", &|| {
+        candle_nn::rotary_emb::rope_i(&qq, &cs, &cs).unwrap();
+    });
+    let y = Tensor::randn(0f32, 1., (b, 9, 1, d), &dev).unwrap();
+    time("transpose+reshape", &|| {
+        y.transpose(1, 2).unwrap().reshape((b, 1, 576)).unwrap();
+    });
+    let big = Tensor::randn(0f32, 1., (16, 3, 3, 300, 300), &dev).unwrap();
+    let bm = Tensor::zeros((16, 1, 1, 300, 300), DType::F32, &dev).unwrap();
+    time("prefill-size mask add 16x9x300x300", &|| {
+        big.broadcast_add(&bm).unwrap();
+    });
+}

@@ -85,6 +85,39 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// One projection computing all of `parts` side by side (outputs concatenated), when they
+    /// are dense: one matrix product instead of several small ones. `None` for quantized
+    /// weights, which stay separate (their block types may differ).
+    pub(crate) fn fuse(parts: &[&Linear]) -> candle_core::Result<Option<Linear>> {
+        let mut ws = Vec::with_capacity(parts.len());
+        for p in parts {
+            match &p.w {
+                QMatMul::Tensor(w) | QMatMul::TensorF16(w) => ws.push(w.clone()),
+                QMatMul::QTensor(_) => return Ok(None),
+            }
+        }
+        let w = Tensor::cat(&ws, 0)?;
+        let bias = if parts.iter().any(|p| p.bias.is_some()) {
+            let mut bs = Vec::with_capacity(parts.len());
+            for (p, w) in parts.iter().zip(&ws) {
+                bs.push(match &p.bias {
+                    Some(b) => b.clone(),
+                    None => Tensor::zeros(w.dim(0)?, DType::F32, w.device())?,
+                });
+            }
+            Some(Tensor::cat(&bs, 0)?)
+        } else {
+            None
+        };
+        let w = match &parts[0].w {
+            QMatMul::TensorF16(_) => QMatMul::TensorF16(w),
+            _ => QMatMul::Tensor(w),
+        };
+        Ok(Some(Linear { w, bias }))
+    }
+}
+
 /// Reads tensors out of one GGUF file.
 pub(crate) struct Loader<'a, R> {
     pub(crate) content: &'a Content,

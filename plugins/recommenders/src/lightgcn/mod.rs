@@ -24,6 +24,7 @@ use pulse_api::{
     ConfigError, EpochContext, Loss, LossBuilder, LossInput, LossSpec, ModelKind, Phase,
     PluginConfig, PluginError, Recommender, SplitData, TrainConfig,
 };
+use pulse_data::NegativeSampler;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -163,6 +164,7 @@ struct State {
     n_items: usize,
     /// Final user embeddings `[n_users, d]` and final item embeddings transposed `[d, n_items]`.
     cache: (Tensor, Tensor),
+    sampler: NegativeSampler,
 }
 
 impl State {
@@ -242,7 +244,11 @@ impl LightGcn {
                 self.loss.full(&logits, &ids(pos)?)?
             }
             LossInput::Sampled { negatives } => {
-                let neg = common::sample_negatives(rng, &pos, negatives, st.n_items as u32);
+                let drawn = st.sampler.sample(rng, &pos, negatives);
+                let q_pos: Vec<f32> = pos.iter().map(|&i| st.sampler.log_q(i)).collect();
+                let q_pos = Tensor::from_vec(q_pos, n, &DEVICE)?;
+                let q_neg = Tensor::from_vec(drawn.log_q, (n, negatives), &DEVICE)?;
+                let neg = drawn.items;
                 let d = self.cfg.embedding_size;
                 let p = all.index_select(&st.item_nodes(&pos)?, 0)?;
                 let ne = all
@@ -251,7 +257,8 @@ impl LightGcn {
                 let pos_scores = (&u * &p)?.sum(1)?;
                 let neg_scores = ne.matmul(&u.unsqueeze(2)?)?.squeeze(2)?;
                 ego.push(st.item.as_tensor().index_select(&ids(neg)?, 0)?);
-                self.loss.sampled(&pos_scores, &neg_scores)?
+                self.loss
+                    .sampled_with_q(&pos_scores, &neg_scores, &q_pos, &q_neg)?
             }
         };
         if self.cfg.reg_weight == 0.0 {
@@ -337,6 +344,7 @@ impl Recommender for LightGcn {
             n_users: nu,
             n_items: ni,
             cache: (empty.clone(), empty),
+            sampler: common::sampler_for(self.loss.as_ref(), data),
         };
         st.refresh_cache()?;
         self.state = Some(st);
