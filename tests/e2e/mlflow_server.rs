@@ -67,7 +67,8 @@ impl Server {
         let d = self.dir.path();
         // The shell watches the test process and takes the server's process group down with
         // it, so a failed test never leaves a server behind.
-        let script = r#"P=$1; shift; "$@" & while kill -0 "$P" 2>/dev/null; do sleep 1; done; kill -9 -- -$$"#;
+        // (`kill -KILL -PGID`: dash's kill refuses `--`.)
+        let script = r#"P=$1; shift; "$@" & while kill -0 "$P" 2>/dev/null; do sleep 1; done; kill -KILL -$$"#;
         let child = Command::new("sh")
             .arg("-c")
             .arg(script)

@@ -22,6 +22,7 @@
 mod cache;
 mod config;
 mod engine;
+mod int8;
 mod kernels;
 pub(crate) mod meta;
 mod model;

@@ -42,11 +42,20 @@ enum Projections {
 }
 
 impl Projections {
-    fn new(parts: Vec<Linear>, widths: Vec<usize>) -> candle_core::Result<Self> {
+    fn new(
+        parts: Vec<Linear>,
+        widths: Vec<usize>,
+        format: WeightFormat,
+    ) -> candle_core::Result<Self> {
         let refs: Vec<&Linear> = parts.iter().collect();
         Ok(match Linear::fuse(&refs)? {
-            Some(f) => Projections::Fused(f, widths),
-            None => Projections::Split(parts),
+            Some(f) => Projections::Fused(f.finish(format)?, widths),
+            None => Projections::Split(
+                parts
+                    .into_iter()
+                    .map(|p| p.finish(format))
+                    .collect::<candle_core::Result<_>>()?,
+            ),
         })
     }
 
@@ -150,7 +159,8 @@ impl Model {
             loader.linear_from(embed.clone(), None)?
         } else {
             loader.linear("output")?
-        };
+        }
+        .finish(format)?;
         let norm = loader.dense("output_norm.weight")?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
@@ -163,14 +173,14 @@ impl Model {
             let (qd, kvd) = (cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim);
             layers.push(Layer {
                 attn_norm: loader.dense(&format!("{p}.attn_norm.weight"))?,
-                qkv: Projections::new(vec![q, k, v], vec![qd, kvd, kvd])?,
-                o: loader.linear(&format!("{p}.attn_output"))?,
+                qkv: Projections::new(vec![q, k, v], vec![qd, kvd, kvd], format)?,
+                o: loader.linear(&format!("{p}.attn_output"))?.finish(format)?,
                 q_norm: loader.opt_dense(&format!("{p}.attn_q_norm.weight"))?,
                 k_norm: loader.opt_dense(&format!("{p}.attn_k_norm.weight"))?,
                 post_attn_norm: loader.opt_dense(&format!("{p}.post_attention_norm.weight"))?,
                 ffn_norm: loader.dense(&format!("{p}.ffn_norm.weight"))?,
-                gate_up: Projections::new(vec![gate, up], vec![cfg.n_ff, cfg.n_ff])?,
-                down: loader.linear(&format!("{p}.ffn_down"))?,
+                gate_up: Projections::new(vec![gate, up], vec![cfg.n_ff, cfg.n_ff], format)?,
+                down: loader.linear(&format!("{p}.ffn_down"))?.finish(format)?,
                 post_ffn_norm: loader.opt_dense(&format!("{p}.post_ffw_norm.weight"))?,
                 local: cfg.is_local_layer(i),
             });

@@ -1,13 +1,15 @@
 //! Loading a GGUF model's tensors, and the one choice that matters for speed on small models:
-//! keep each projection quantized (candle's quantized matmul: little memory traffic, best for
-//! one sequence at a time) or dequantize it once at load time to a dense matrix (a real GEMM:
-//! best when many sequences share each weight read). See [`WeightFormat`].
+//! how projection weights are held. Quantized as stored (candle's quantized matmul: the least
+//! memory traffic), dequantized once to a dense matrix (a real GEMM: better when many sequences
+//! share each weight read), or re-quantized to the 8-bit tile format of [`super::int8`]
+//! (integer dot products: the fastest on CPUs with AVX-512 VNNI). See [`WeightFormat`].
 
 use super::config::Config;
+use super::int8::{self, PackedInt8};
 use crate::BackboneError;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
 use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::Arc;
@@ -18,29 +20,32 @@ use std::sync::Arc;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum WeightFormat {
-    /// Dense f32 on CPU for models up to [`AUTO_DENSE_MAX_PARAMS`] parameters, f16 on CUDA,
-    /// quantized otherwise. Batched decoding is compute-bound on small models, and a dense
-    /// GEMM beats the quantized kernels there (measured in the crate README).
+    /// The fastest measured choice for the device: `int8` on CPUs with AVX-512 VNNI, else
+    /// `f32` for models up to [`AUTO_DENSE_MAX_PARAMS`] and `quantized` above; `f16` on CUDA.
     #[default]
     Auto,
-    /// As stored in the file (Q4_1, Q4_K, …).
+    /// As stored in the file (Q4_1, Q4_K, …), multiplied by candle's quantized kernels.
     Quantized,
     /// Dequantized once to f32.
     F32,
     /// Dequantized once to f16 (for GPUs).
     F16,
+    /// Re-quantized once to 8-bit tiles, multiplied with 8-bit integer dot products (CPU only;
+    /// AVX-512 VNNI, with a slow portable fallback elsewhere).
+    Int8,
 }
 
-/// Largest model (in parameters, embeddings excluded) that `Auto` dequantizes on CPU. At
-/// 135M parameters dense f32 weights take 0.5 GB; at 0.5B they would take 2 GB and the
-/// quantized kernels' smaller reads start to win back.
+/// Largest model (in projection parameters) that `Auto` dequantizes to f32 on a CPU without
+/// VNNI. At 135M parameters dense f32 weights take 0.5 GB; at 0.5B they would take 2 GB and the
+/// quantized kernels' smaller reads win back.
 pub const AUTO_DENSE_MAX_PARAMS: usize = 200_000_000;
 
 impl WeightFormat {
     /// The concrete format for a model with `params` projection parameters on `device`.
     pub fn resolve(self, params: usize, device: &Device) -> WeightFormat {
         match self {
-            WeightFormat::Auto if device.is_cuda() => WeightFormat::F16,
+            WeightFormat::Auto | WeightFormat::Int8 if !device.is_cpu() => WeightFormat::F16,
+            WeightFormat::Auto if int8::supported() => WeightFormat::Int8,
             WeightFormat::Auto if params <= AUTO_DENSE_MAX_PARAMS => WeightFormat::F32,
             WeightFormat::Auto => WeightFormat::Quantized,
             other => other,
@@ -48,11 +53,41 @@ impl WeightFormat {
     }
 }
 
+#[derive(Debug, Clone)]
+enum Weights {
+    Candle(QMatMul),
+    Int8(Arc<PackedInt8>),
+}
+
 /// A projection `y = x Wᵀ (+ b)`.
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
-    w: QMatMul,
+    w: Weights,
     bias: Option<Tensor>,
+}
+
+/// The packed product as a candle operation on CPU tensors `[rows, k]`.
+struct Int8MatMul<'a>(&'a PackedInt8);
+
+impl CustomOp1 for Int8MatMul<'_> {
+    fn name(&self) -> &'static str {
+        "int8-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(x) = s else {
+            candle_core::bail!("int8-matmul: expected f32 input");
+        };
+        let Some((o1, o2)) = l.contiguous_offsets() else {
+            candle_core::bail!("int8-matmul: input must be contiguous");
+        };
+        let (rows, k) = l.shape().dims2()?;
+        if k != self.0.k() {
+            candle_core::bail!("int8-matmul: input width {k}, weights {}", self.0.k());
+        }
+        let out = self.0.matmul(&x[o1..o2], rows);
+        Ok((CpuStorage::F32(out), Shape::from((rows, self.0.n()))))
+    }
 }
 
 impl Linear {
@@ -65,17 +100,15 @@ impl Linear {
         };
         let rows: usize = lead.iter().product();
         let x2 = x.reshape((rows, last))?;
-        let x2 = match &self.w {
-            QMatMul::TensorF16(_) => x2.to_dtype(DType::F16)?,
-            _ => x2,
-        };
         let mut y = match &self.w {
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => x2.matmul(&w.t()?)?,
-            q => q.forward(&x2)?,
+            Weights::Int8(p) => x2.contiguous()?.apply_op1_no_bwd(&Int8MatMul(p))?,
+            Weights::Candle(QMatMul::Tensor(w)) => x2.matmul(&w.t()?)?,
+            Weights::Candle(QMatMul::TensorF16(w)) => x2
+                .to_dtype(DType::F16)?
+                .matmul(&w.t()?)?
+                .to_dtype(DType::F32)?,
+            Weights::Candle(q) => q.forward(&x2)?,
         };
-        if y.dtype() != DType::F32 {
-            y = y.to_dtype(DType::F32)?;
-        }
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -83,9 +116,7 @@ impl Linear {
         out.push(y.dim(1)?);
         y.reshape(out)
     }
-}
 
-impl Linear {
     /// One projection computing all of `parts` side by side (outputs concatenated), when they
     /// are dense: one matrix product instead of several small ones. `None` for quantized
     /// weights, which stay separate (their block types may differ).
@@ -93,8 +124,10 @@ impl Linear {
         let mut ws = Vec::with_capacity(parts.len());
         for p in parts {
             match &p.w {
-                QMatMul::Tensor(w) | QMatMul::TensorF16(w) => ws.push(w.clone()),
-                QMatMul::QTensor(_) => return Ok(None),
+                Weights::Candle(QMatMul::Tensor(w)) | Weights::Candle(QMatMul::TensorF16(w)) => {
+                    ws.push(w.clone())
+                }
+                _ => return Ok(None),
             }
         }
         let w = Tensor::cat(&ws, 0)?;
@@ -111,10 +144,33 @@ impl Linear {
             None
         };
         let w = match &parts[0].w {
-            QMatMul::TensorF16(_) => QMatMul::TensorF16(w),
+            Weights::Candle(QMatMul::TensorF16(_)) => QMatMul::TensorF16(w),
             _ => QMatMul::Tensor(w),
         };
-        Ok(Some(Linear { w, bias }))
+        Ok(Some(Linear {
+            w: Weights::Candle(w),
+            bias,
+        }))
+    }
+
+    /// This projection in `format`: dense f32 weights are packed for [`WeightFormat::Int8`];
+    /// anything else is returned as is.
+    pub(crate) fn finish(self, format: WeightFormat) -> candle_core::Result<Linear> {
+        match (&self.w, format) {
+            (Weights::Candle(QMatMul::Tensor(w)), WeightFormat::Int8) => {
+                let (n, k) = w.dims2()?;
+                let data = w.flatten_all()?.to_vec1::<f32>()?;
+                match PackedInt8::from_f32(&data, n, k) {
+                    Some(p) => Ok(Linear {
+                        w: Weights::Int8(Arc::new(p)),
+                        bias: self.bias,
+                    }),
+                    // Widths that are no multiple of 32 stay dense.
+                    None => Ok(self),
+                }
+            }
+            _ => Ok(self),
+        }
     }
 }
 
@@ -165,12 +221,16 @@ impl<R: Read + Seek> Loader<'_, R> {
         q: Arc<QTensor>,
         bias: Option<Tensor>,
     ) -> Result<Linear, BackboneError> {
+        // Int8 starts dense: packing happens after projections are fused (`Linear::finish`).
         let w = match self.format {
-            WeightFormat::F32 => QMatMul::Tensor(q.dequantize(self.device)?),
+            WeightFormat::F32 | WeightFormat::Int8 => QMatMul::Tensor(q.dequantize(self.device)?),
             WeightFormat::F16 => QMatMul::TensorF16(q.dequantize_f16(self.device)?),
             WeightFormat::Quantized | WeightFormat::Auto => QMatMul::from_arc(q)?,
         };
-        Ok(Linear { w, bias })
+        Ok(Linear {
+            w: Weights::Candle(w),
+            bias,
+        })
     }
 
     /// `name.weight` with `name.bias` if the file has one.
