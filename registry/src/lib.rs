@@ -54,6 +54,8 @@ pub fn builtin_registrar() -> Registrar {
     pulse_datasets::register(&mut r);
     pulse_losses::register(&mut r);
     pulse_recommenders::register(&mut r);
+    pulse_backbones::register(&mut r);
+    pulse_prompts::register(&mut r);
     r
 }
 
@@ -141,6 +143,26 @@ impl Registry {
     pub fn build_dataset(&self, section: &Value) -> Result<Box<dyn Dataset>, Vec<ConfigError>> {
         match &self.entry(Family::Dataset, section)?.factory {
             Factory::Dataset(f) => f(section),
+            _ => Err(wrong_family()),
+        }
+    }
+
+    pub fn build_backbone(
+        &self,
+        section: &Value,
+    ) -> Result<Box<dyn pulse_api::Backbone>, Vec<ConfigError>> {
+        match &self.entry(Family::Backbone, section)?.factory {
+            Factory::Backbone(f) => f(section),
+            _ => Err(wrong_family()),
+        }
+    }
+
+    pub fn build_prompt(
+        &self,
+        section: &Value,
+    ) -> Result<Box<dyn pulse_api::Prompt>, Vec<ConfigError>> {
+        match &self.entry(Family::Prompt, section)?.factory {
+            Factory::Prompt(f) => f(section),
             _ => Err(wrong_family()),
         }
     }

@@ -11,6 +11,7 @@ mod mlflow;
 mod mlflow_server;
 mod movielens;
 mod plugins;
+mod rationales;
 mod stats;
 mod synthetic;
 

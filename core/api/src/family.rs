@@ -11,10 +11,20 @@ pub enum Family {
     Dataset,
     Loss,
     Recommender,
+    /// Language models that generate text or embed it (`[backbones.NAME]`).
+    Backbone,
+    /// Prompt templates for generating backbones (`[prompts.NAME]`).
+    Prompt,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Dataset, Family::Loss, Family::Recommender];
+    pub const ALL: [Family; 5] = [
+        Family::Dataset,
+        Family::Loss,
+        Family::Recommender,
+        Family::Backbone,
+        Family::Prompt,
+    ];
 
     /// Singular name used on the command line (`pulse list recommender`).
     pub fn name(self) -> &'static str {
@@ -22,6 +32,8 @@ impl Family {
             Family::Dataset => "dataset",
             Family::Loss => "loss",
             Family::Recommender => "recommender",
+            Family::Backbone => "backbone",
+            Family::Prompt => "prompt",
         }
     }
 
@@ -31,6 +43,8 @@ impl Family {
         match self {
             Family::Dataset => Some("datasets"),
             Family::Recommender => Some("models"),
+            Family::Backbone => Some("backbones"),
+            Family::Prompt => Some("prompts"),
             Family::Loss => None,
         }
     }

@@ -4,18 +4,24 @@
 //! component it builds: a panic is caught on the plugin's side of the boundary and comes back
 //! as an ordinary error, and the run that hit it is recorded FAILED like any other failure.
 //!
-//! Maintenance rule: a method added to [`Loss`], [`Recommender`] or [`Dataset`] must be
-//! forwarded here too, or dynamic plugins silently get its default.
+//! Maintenance rule: a method added to [`Loss`], [`Recommender`], [`Dataset`], [`Backbone`],
+//! [`LoadedBackbone`], [`Prompt`] or [`CompiledPrompt`] must be forwarded here too, or dynamic
+//! plugins silently get its default.
 
+use crate::backbone::{
+    Backbone, Capability, ChatTurn, GenOutput, GenProgressFn, GenSettings, LoadedBackbone,
+};
 use crate::config::ConfigError;
 use crate::data::{Phase, RawDataset, SplitData};
 use crate::dataset::{Dataset, LoadContext};
 use crate::error::PluginError;
 use crate::loss::{Loss, LossInput, SamplerSpec};
+use crate::prompt::{CompiledPrompt, Prompt, PromptContext, TemplateIssue};
 use crate::recommender::{EpochContext, ModelKind, Recommender, TrainConfig};
 use candle_core::Tensor;
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The text of a panic payload.
@@ -138,6 +144,88 @@ impl Dataset for GuardedDataset {
     }
 }
 
+pub(crate) struct GuardedBackbone(pub Box<dyn Backbone>);
+
+impl Backbone for GuardedBackbone {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn capabilities(&self) -> Vec<Capability> {
+        self.0.capabilities()
+    }
+
+    fn id(&self, ctx: &LoadContext) -> Result<String, PluginError> {
+        run("Backbone::id", || self.0.id(ctx))
+    }
+
+    fn open(&self, ctx: &LoadContext) -> Result<Box<dyn LoadedBackbone>, PluginError> {
+        run("Backbone::open", || self.0.open(ctx))
+            .map(|b| Box::new(GuardedLoadedBackbone(b)) as Box<dyn LoadedBackbone>)
+    }
+}
+
+struct GuardedLoadedBackbone(Box<dyn LoadedBackbone>);
+
+impl LoadedBackbone for GuardedLoadedBackbone {
+    fn generate(
+        &self,
+        conversations: &[Vec<ChatTurn>],
+        settings: &GenSettings,
+        progress: &mut GenProgressFn<'_>,
+    ) -> Result<Vec<GenOutput>, PluginError> {
+        run("LoadedBackbone::generate", || {
+            self.0.generate(conversations, settings, progress)
+        })
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, PluginError> {
+        run("LoadedBackbone::embed", || self.0.embed(texts))
+    }
+}
+
+pub(crate) struct GuardedPrompt(pub Box<dyn Prompt>);
+
+impl Prompt for GuardedPrompt {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn compile(&self, base_dir: &Path) -> Result<Box<dyn CompiledPrompt>, TemplateIssue> {
+        catch_unwind(AssertUnwindSafe(|| self.0.compile(base_dir)))
+            .unwrap_or_else(|p| {
+                Err(TemplateIssue {
+                    key: "template".into(),
+                    file: None,
+                    line: None,
+                    message: format!("the plugin panicked compiling it: {}", message(&*p)),
+                    help: None,
+                })
+            })
+            .map(|c| Box::new(GuardedCompiledPrompt(c)) as Box<dyn CompiledPrompt>)
+    }
+}
+
+struct GuardedCompiledPrompt(Box<dyn CompiledPrompt>);
+
+impl CompiledPrompt for GuardedCompiledPrompt {
+    fn history_len(&self) -> usize {
+        self.0.history_len()
+    }
+
+    fn source_hash(&self) -> String {
+        self.0.source_hash()
+    }
+
+    fn check_fields(&self, fields: &[String]) -> Result<(), TemplateIssue> {
+        self.0.check_fields(fields)
+    }
+
+    fn render(&self, ctx: &PromptContext) -> Result<Vec<ChatTurn>, PluginError> {
+        run("CompiledPrompt::render", || self.0.render(ctx))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +263,44 @@ mod tests {
             errs[0].describe(),
             "the plugin panicked in the factory: bad 1"
         );
+    }
+
+    struct PanickyModel;
+
+    impl LoadedBackbone for PanickyModel {
+        fn embed(&self, _: &[&str]) -> Result<Vec<Vec<f32>>, PluginError> {
+            panic!("no vocabulary")
+        }
+    }
+
+    struct PanickyTemplate;
+
+    impl CompiledPrompt for PanickyTemplate {
+        fn history_len(&self) -> usize {
+            7
+        }
+        fn source_hash(&self) -> String {
+            "h".into()
+        }
+        fn check_fields(&self, _: &[String]) -> Result<(), TemplateIssue> {
+            Ok(())
+        }
+        fn render(&self, _: &PromptContext) -> Result<Vec<ChatTurn>, PluginError> {
+            panic!("missing item")
+        }
+    }
+
+    #[test]
+    fn backbone_and_prompt_panics_become_errors() {
+        let b = GuardedLoadedBackbone(Box::new(PanickyModel));
+        let err = b.embed(&["x"]).unwrap_err().to_string();
+        assert_eq!(err, "panicked in LoadedBackbone::embed: no vocabulary");
+        // Forwarded default: the model cannot generate.
+        let gen = b.generate(&[], &GenSettings::default(), &mut |_, _| {});
+        assert!(gen.unwrap_err().to_string().contains("cannot generate"));
+        let p = GuardedCompiledPrompt(Box::new(PanickyTemplate));
+        assert_eq!((p.history_len(), p.source_hash()), (7, "h".to_string()));
+        let err = p.render(&PromptContext::default()).unwrap_err().to_string();
+        assert_eq!(err, "panicked in CompiledPrompt::render: missing item");
     }
 }

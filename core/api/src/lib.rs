@@ -8,6 +8,7 @@
 //! [`config::ConfigError`]s with a key path.
 
 pub mod abi;
+pub mod backbone;
 pub mod config;
 pub mod data;
 pub mod dataset;
@@ -16,9 +17,11 @@ pub mod family;
 mod guard;
 pub mod loss;
 pub mod plugin;
+pub mod prompt;
 pub mod recommender;
 pub mod rng;
 pub mod sections;
+pub mod stages;
 pub mod tracker;
 
 pub use candle_core;
@@ -28,13 +31,15 @@ pub use polars;
 pub use serde;
 pub use serde_json;
 
+pub use backbone::{Backbone, Capability, ChatTurn, GenOutput, GenSettings, LoadedBackbone};
 pub use config::{decode, ConfigError, ConfigErrorKind, PluginConfig};
 pub use data::{Phase, RawDataset, SplitData};
 pub use dataset::{Dataset, LoadContext};
 pub use error::PluginError;
 pub use family::{Catalog, Family, PluginInfo, Reference};
-pub use loss::{Loss, LossBuilder, LossInput, LossSpec, SamplerKind, SamplerSpec};
+pub use loss::{Exclude, Loss, LossBuilder, LossInput, LossSpec, SamplerKind, SamplerSpec};
 pub use plugin::{Registrar, Registration};
+pub use prompt::{CompiledPrompt, Prompt, PromptContext, PromptItem, TemplateIssue};
 pub use recommender::{EpochContext, ModelKind, Progress, Recommender, TrainConfig};
 pub use tracker::{Metric, RunInfo, RunRecorder, RunStatus, TrackError, Tracker};
 

@@ -31,13 +31,27 @@ pub enum SamplerKind {
     InBatch,
 }
 
-/// How a sampled loss wants its negatives: the distribution and its popularity exponent.
+/// Which items a drawn negative may not be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exclude {
+    /// Only the row's own positive.
+    Positive,
+    /// Every item the row's user interacted with in training (RecBole's sampler), where the
+    /// model knows the row's user (bpr-mf, lightgcn); otherwise the positive only.
+    #[default]
+    Known,
+}
+
+/// How a sampled loss wants its negatives: the distribution, its popularity exponent and which
+/// items are never negatives.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SamplerSpec {
     pub kind: SamplerKind,
     /// Exponent of the popularity distribution (`popularity` only): 1 = proportional to
     /// counts, 0 = uniform, 0.75 = word2vec's smoothing.
     pub alpha: f64,
+    pub exclude: Exclude,
 }
 
 impl Default for SamplerSpec {
@@ -45,6 +59,7 @@ impl Default for SamplerSpec {
         Self {
             kind: SamplerKind::Uniform,
             alpha: 1.0,
+            exclude: Exclude::Positive,
         }
     }
 }

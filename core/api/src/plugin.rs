@@ -4,11 +4,13 @@
 //! lookups by family and type. The wrappers here do the generic part of every factory: strip
 //! `type`, decode the config struct, run its `validate`, then call the plugin's constructor.
 
+use crate::backbone::Backbone;
 use crate::config::{decode, ConfigError, PluginConfig};
 use crate::dataset::Dataset;
 use crate::family::{Family, PluginInfo, Reference};
 use crate::guard;
 use crate::loss::{Loss, LossBuilder};
+use crate::prompt::Prompt;
 use crate::recommender::Recommender;
 use serde_json::Value;
 use std::sync::Arc;
@@ -24,6 +26,12 @@ pub type RecommenderFactory = Box<
         + Send
         + Sync,
 >;
+/// Builds a backbone from its section (cheap: weights load in [`Backbone::open`]).
+pub type BackboneFactory =
+    Box<dyn Fn(&Value) -> Result<Box<dyn Backbone>, Vec<ConfigError>> + Send + Sync>;
+/// Builds a prompt from its section.
+pub type PromptFactory =
+    Box<dyn Fn(&Value) -> Result<Box<dyn Prompt>, Vec<ConfigError>> + Send + Sync>;
 /// Decodes and validates a section, returning the references it makes.
 pub type Checker = Box<dyn Fn(&Value) -> Result<Vec<Reference>, Vec<ConfigError>> + Send + Sync>;
 
@@ -32,12 +40,16 @@ pub type BuildDataset<C> = fn(C) -> Result<Box<dyn Dataset>, Vec<ConfigError>>;
 pub type BuildLoss<C> = fn(C) -> Result<Arc<dyn Loss>, Vec<ConfigError>>;
 pub type BuildRecommender<C> =
     fn(C, &dyn LossBuilder) -> Result<Box<dyn Recommender>, Vec<ConfigError>>;
+pub type BuildBackbone<C> = fn(C) -> Result<Box<dyn Backbone>, Vec<ConfigError>>;
+pub type BuildPrompt<C> = fn(C) -> Result<Box<dyn Prompt>, Vec<ConfigError>>;
 
 /// One family's factory.
 pub enum Factory {
     Dataset(DatasetFactory),
     Loss(LossFactory),
     Recommender(RecommenderFactory),
+    Backbone(BackboneFactory),
+    Prompt(PromptFactory),
 }
 
 /// A registered plugin.
@@ -178,6 +190,42 @@ impl Registrar {
             info,
             check: self.checker::<C>(),
             factory: Factory::Recommender(factory),
+        });
+    }
+
+    /// A backbone (guarded for library plugins: factory, loading, generation, embedding).
+    pub fn backbone<C: PluginConfig + 'static>(&mut self, build: BuildBackbone<C>) {
+        let info = self.info::<C>(Family::Backbone);
+        let factory: BackboneFactory = if self.guarded {
+            Box::new(move |v| {
+                guard::config("building the backbone", || build(decode_section::<C>(v)?))
+                    .map(|b| Box::new(guard::GuardedBackbone(b)) as Box<dyn Backbone>)
+            })
+        } else {
+            Box::new(move |v| build(decode_section::<C>(v)?))
+        };
+        self.entries.push(Registration {
+            info,
+            check: self.checker::<C>(),
+            factory: Factory::Backbone(factory),
+        });
+    }
+
+    /// A prompt (guarded for library plugins: factory, compiling, rendering).
+    pub fn prompt<C: PluginConfig + 'static>(&mut self, build: BuildPrompt<C>) {
+        let info = self.info::<C>(Family::Prompt);
+        let factory: PromptFactory = if self.guarded {
+            Box::new(move |v| {
+                guard::config("building the prompt", || build(decode_section::<C>(v)?))
+                    .map(|p| Box::new(guard::GuardedPrompt(p)) as Box<dyn Prompt>)
+            })
+        } else {
+            Box::new(move |v| build(decode_section::<C>(v)?))
+        };
+        self.entries.push(Registration {
+            info,
+            check: self.checker::<C>(),
+            factory: Factory::Prompt(factory),
         });
     }
 }

@@ -124,6 +124,12 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::assets_cmd::AssetsAction,
     },
+    /// The rationale stage of a spec (`[rationales]`): generate (cached, resumable) or show
+    /// sample rows with the parse success rate.
+    Rationales {
+        #[command(subcommand)]
+        action: crate::rationales::RationalesAction,
+    },
     /// Deliver runs to an MLflow server: what a live run left unsynced (server down, slow or
     /// restarted), or local-only runs with --to. Idempotent: the server is checked before
     /// anything is sent again, so no metric point is ever logged twice. Exits 1 when a run

@@ -41,6 +41,9 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             let Some(plan) = load_plan(&mut registry, spec)? else {
                 return Ok(exit::INVALID);
             };
+            if crate::rationales::validate(&mut registry, spec, &plan)? {
+                return Ok(exit::INVALID);
+            }
             println!(
                 "{}: ok — {} trial(s), {} data set(s) × {} model(s) each",
                 spec.spec.display(),
@@ -109,6 +112,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         }
         Command::Plugin { action } => plugin_cmd::run(action, &mut registry),
         Command::Assets { action } => crate::assets_cmd::run(action),
+        Command::Rationales { action } => crate::rationales::run(action, &mut registry, cli.quiet),
         Command::Sync {
             runs,
             all,

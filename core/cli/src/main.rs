@@ -6,6 +6,7 @@ mod assets_cmd;
 mod cli;
 mod commands;
 mod plugin_cmd;
+mod rationales;
 mod sync;
 mod table;
 

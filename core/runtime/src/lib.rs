@@ -144,6 +144,9 @@ pub fn run_plan(
                 break;
             }
             let data = load_data(plan, registry, trial, ds_name, opts, &mut cache);
+            if let Ok(d) = &data {
+                run_text_stages(plan, registry, trial, ds_name, d, opts);
+            }
             for model_name in &r.experiment.models {
                 if opts.cancel.load(Ordering::Relaxed) {
                     break;
@@ -175,6 +178,44 @@ pub fn run_plan(
         store_root: opts.store_root.clone(),
         rows,
     })
+}
+
+/// `[rationales]` (when the trial has it) before the models: cached, so only the first trial
+/// that needs a row generates it. A failure is logged and the models still run; those that
+/// need the rows report their absence themselves.
+fn run_text_stages(
+    plan: &Plan,
+    registry: &Registry,
+    trial: &Trial,
+    ds_name: &str,
+    data: &SplitData,
+    opts: &RunOptions,
+) {
+    let stage_opts = pulse_stages::StageOptions {
+        root: pulse_stages::stages_root(&opts.cache_dir),
+        show_progress: opts.show_progress,
+        max_chunks: None,
+        cancel: Some(opts.cancel.clone()),
+    };
+    match pulse_stages::spec::run_for_trial(
+        registry,
+        trial,
+        &plan.base_dir,
+        &opts.cache_dir,
+        ds_name,
+        data,
+        &stage_opts,
+    ) {
+        Ok(Some(r)) => tracing::info!(
+            "rationales for {ds_name}: {} rows ({} cached, {} generated) in {}",
+            r.cached + r.generated,
+            r.cached,
+            r.generated,
+            r.dir.display()
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::error!("rationale stage on {ds_name} failed: {e}"),
+    }
 }
 
 fn fmt_metrics(m: &BTreeMap<String, f64>) -> String {

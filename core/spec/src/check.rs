@@ -8,6 +8,7 @@ use crate::layers::{kind_of, value_at, Want};
 use crate::source::dotted;
 use pulse_api::config::did_you_mean;
 use pulse_api::sections::{EvalConfig, ExperimentSection, MetricName, SplitConfig, TrackerSection};
+use pulse_api::stages::RationaleSection;
 use pulse_api::{decode, Catalog, ConfigError, ConfigErrorKind, Family, Reference};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -24,6 +25,9 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "sweep",
     "ablation",
     "plugins",
+    "backbones",
+    "prompts",
+    "rationales",
 ];
 
 /// One problem at a key path of the resolved tree.
@@ -110,6 +114,35 @@ impl<'a> Checker<'a> {
         let mut refs = Vec::new();
         for family in [Family::Dataset, Family::Recommender] {
             refs.extend(self.components(tree, family, &mut issues));
+        }
+        // Text stages: backbones and prompts are optional, but `[rationales]` must name them.
+        for family in [Family::Backbone, Family::Prompt] {
+            if tree.get(family.table().unwrap_or_default()).is_some() {
+                refs.extend(self.components(tree, family, &mut issues));
+            }
+        }
+        if tree.get("rationales").is_some() {
+            if let Some(r) =
+                core_section::<RationaleSection>(tree, "rationales", |s| s.validate(), &mut issues)
+            {
+                let section = vec!["rationales".to_string()];
+                refs.push((
+                    section.clone(),
+                    Reference {
+                        key: "backbone".into(),
+                        family: Family::Backbone,
+                        name: r.backbone,
+                    },
+                ));
+                refs.push((
+                    section,
+                    Reference {
+                        key: "prompt".into(),
+                        family: Family::Prompt,
+                        name: r.prompt,
+                    },
+                ));
+            }
         }
         for (section, r) in refs {
             let Some(table) = r.family.table() else {

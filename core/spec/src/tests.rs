@@ -59,6 +59,8 @@ impl Catalog for Fake {
         let names: &[&str] = match family {
             Family::Dataset => &["toy-data"],
             Family::Recommender => &["pop", "toy"],
+            Family::Backbone => &["gguf"],
+            Family::Prompt => &["pulse-rationale"],
             _ => &["bce", "ce"],
         };
         names.iter().map(|s| s.to_string()).collect()
@@ -72,6 +74,9 @@ impl Catalog for Fake {
         match (family, kind.as_str()) {
             (Family::Dataset, "toy-data") => decode::<ToyData>(&body).map(|_| vec![]).map_err(one),
             (Family::Recommender, "pop") => decode::<Nothing>(&body).map(|_| vec![]).map_err(one),
+            (Family::Backbone, "gguf") | (Family::Prompt, "pulse-rationale") => {
+                decode::<Nothing>(&body).map(|_| vec![]).map_err(one)
+            }
             (Family::Recommender, "toy") => {
                 let m: ToyModel = decode(&body).map_err(one)?;
                 let mut errors = Vec::new();
@@ -641,4 +646,49 @@ fn odd_shapes_never_panic() {
         assert!(!err.is_empty(), "{text}");
         assert!(err.iter().all(|d| !d.message.is_empty()), "{text}: {err}");
     }
+}
+
+const TEXT_STAGE: &str = r#"
+[backbones.slm]
+type = "gguf"
+
+[prompts.why]
+type = "pulse-rationale"
+"#;
+
+#[test]
+fn rationale_sections_are_checked() {
+    let spec = |rationales: &str| format!("{GOOD}{TEXT_STAGE}\n[rationales]\n{rationales}");
+    check(
+        &[("s.toml", &spec("backbone = \"slm\"\nprompt = \"why\"\n"))],
+        &[],
+        &[],
+    );
+    check(
+        &[("s.toml", &spec("backbone = \"slim\"\nprompt = \"how\"\n"))],
+        &[],
+        &[
+            "s.toml:20:12: error: rationales.backbone refers to backbone 'slim', which is not declared\n  help: did you mean 'slm'?",
+            "s.toml:21:10: error: rationales.prompt refers to prompt 'how', which is not declared",
+        ],
+    );
+    check(
+        &[(
+            "s.toml",
+            &spec("backbone = \"slm\"\nprompt = \"why\"\nmax_new_tokens = 0\ntemprature = 0.5\n"),
+        )],
+        &[],
+        &[
+            "s.toml:22:18: error: rationales.max_new_tokens = 0 is out of range: allowed 1 to 8192",
+            "s.toml:23:1: error: unknown field 'temprature' in rationales\n  help: did you mean 'temperature'?",
+        ],
+    );
+    check(
+        &[(
+            "s.toml",
+            &format!("{GOOD}{TEXT_STAGE}[prompts.other]\ntype = \"templat\"\n"),
+        )],
+        &[],
+        &["unknown prompt type 'templat'"],
+    );
 }

@@ -76,7 +76,7 @@ if [[ $what == fault || $what == all ]]; then
   port=$(free_port); start_server fault "$port"; uri=http://127.0.0.1:$port
   store=$work/fault-store; exp=fault-sweep
   PULSE_STORE=$store "$pulse" run tests/e2e/specs/mlflow_sweep.toml --no-progress \
-    --set "tracker.uri=$uri" --set experiment.name=$exp --set models.bpr-mf.epochs=60 \
+    --set "tracker.uri=$uri" --set experiment.name=$exp --set models.bpr-mf.epochs=200 \
     >"$work/fault-run.out" 2>"$work/fault-run.err" &
   run_pid=$!
   # Killed once two runs are on the server (their delivery records say complete).

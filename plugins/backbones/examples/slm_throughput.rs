@@ -6,10 +6,12 @@
 //! cargo run --release -p pulse-backbones --example slm_throughput -- \
 //!     [--model smollm2-135m-instruct|PATH.gguf] [--prompts 64] [--max-new 96] [--batch 64] \
 //!     [--weights auto|quantized|f32|f16] [--device cpu|cuda:0] [--history 10] \
-//!     [--write-prompts FILE.jsonl] [--out FILE.jsonl]
+//!     [--write-prompts FILE.jsonl [--prompts-only]] [--out FILE.jsonl]
 //! ```
 //!
 //! Prints one JSON line: prompts, prompt and generated tokens, seconds, generated tokens/s.
+//! `--write-prompts` writes the prompts (chat template applied, one JSON string a line) for
+//! llama.cpp's side; with `--prompts-only` nothing is generated.
 
 use pulse_backbones::chat::Message;
 use pulse_backbones::gguf::{GgufBackbone, LoadOptions, WeightFormat};
@@ -30,6 +32,7 @@ struct Args {
     device: String,
     history: usize,
     write_prompts: Option<String>,
+    prompts_only: bool,
     out: Option<String>,
 }
 
@@ -43,6 +46,7 @@ fn parse_args() -> Result<Args, Error> {
         device: "cpu".into(),
         history: 10,
         write_prompts: None,
+        prompts_only: false,
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -57,6 +61,7 @@ fn parse_args() -> Result<Args, Error> {
             "--device" => a.device = value()?,
             "--history" => a.history = value()?.parse()?,
             "--write-prompts" => a.write_prompts = Some(value()?),
+            "--prompts-only" => a.prompts_only = true,
             "--out" => a.out = Some(value()?),
             other => return Err(format!("unknown flag {other}").into()),
         }
@@ -144,13 +149,20 @@ fn main() -> Result<(), Error> {
     let load_secs = t.elapsed().as_secs_f64();
     let prompts: Vec<String> = user_messages(a.prompts, a.history)?
         .into_iter()
-        .map(|m| model.apply_chat_template(&[Message::user(m)], true))
+        .map(|m| {
+            model
+                .apply_chat_template(&[Message::user(m)], true)
+                .map_err(Error::from)
+        })
         .collect::<Result<_, _>>()?;
     if let Some(path) = &a.write_prompts {
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
         for p in &prompts {
             writeln!(f, "{}", serde_json::to_string(p)?)?;
         }
+    }
+    if a.prompts_only {
+        return Ok(());
     }
     let params = GenParams {
         max_new_tokens: a.max_new,

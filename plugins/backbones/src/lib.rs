@@ -21,11 +21,13 @@ pub mod bert;
 pub mod chat;
 pub mod gguf;
 pub mod openai;
+mod plugin;
 pub mod tokenizer;
 
 pub use device::DeviceSpec;
 pub use error::BackboneError;
 pub use params::{FinishReason, GenParams, Generation};
+pub use plugin::{register, BertConfigSection, GgufConfig, OpenAiSection};
 
 #[cfg(test)]
 mod testing;

@@ -10,7 +10,7 @@
 use crate::common::{sampled_shapes, softplus};
 use candle_core::Tensor;
 use pulse_api::config::ConfigError;
-use pulse_api::{Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
+use pulse_api::{Exclude, Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
 use serde::{Deserialize, Serialize};
 
 /// Config of `bce`.
@@ -23,6 +23,9 @@ pub struct BceConfig {
     pub sampler: SamplerKind,
     /// Popularity exponent (`popularity` sampler only).
     pub alpha: f64,
+    /// Which items are never negatives: `known` (the user's training items, where the model
+    /// knows the row's user; RecBole's rule) or `positive` (only the row's own positive).
+    pub exclude: Exclude,
 }
 
 impl Default for BceConfig {
@@ -31,6 +34,7 @@ impl Default for BceConfig {
             negatives: 1,
             sampler: SamplerKind::Uniform,
             alpha: 1.0,
+            exclude: Exclude::Known,
         }
     }
 }
@@ -46,6 +50,9 @@ negatives = 1
 sampler = \"uniform\"
 # Popularity exponent (popularity sampler only).
 alpha = 1.0
+# Never negatives: \"known\" (the user\'s training items, for models that know the row\'s user)
+# or \"positive\" (only the row\'s own positive).
+exclude = \"known\"
 ";
 
     fn validate(&self) -> Vec<ConfigError> {
@@ -79,7 +86,7 @@ impl Loss for Bce {
     }
 
     fn sampling(&self) -> SamplerSpec {
-        crate::sampling::spec(self.cfg.sampler, self.cfg.alpha)
+        crate::sampling::spec(self.cfg.sampler, self.cfg.alpha, self.cfg.exclude)
     }
 
     fn sampled(&self, pos: &Tensor, neg: &Tensor) -> Result<Tensor, PluginError> {

@@ -8,7 +8,7 @@
 use crate::common::{log_sigmoid, sampled_shapes};
 use candle_core::Tensor;
 use pulse_api::config::ConfigError;
-use pulse_api::{Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
+use pulse_api::{Exclude, Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
 use serde::{Deserialize, Serialize};
 
 /// Largest accepted `negatives` for the sampled losses.
@@ -24,6 +24,9 @@ pub struct BprConfig {
     pub sampler: SamplerKind,
     /// Popularity exponent (`popularity` sampler only).
     pub alpha: f64,
+    /// Which items are never negatives: `known` (the user's training items, where the model
+    /// knows the row's user; RecBole's rule) or `positive` (only the row's own positive).
+    pub exclude: Exclude,
 }
 
 impl Default for BprConfig {
@@ -32,6 +35,7 @@ impl Default for BprConfig {
             negatives: 1,
             sampler: SamplerKind::Uniform,
             alpha: 1.0,
+            exclude: Exclude::Known,
         }
     }
 }
@@ -47,6 +51,9 @@ negatives = 1
 sampler = \"uniform\"
 # Popularity exponent (popularity sampler only).
 alpha = 1.0
+# Never negatives: \"known\" (the user\'s training items, for models that know the row\'s user)
+# or \"positive\" (only the row\'s own positive).
+exclude = \"known\"
 ";
 
     fn validate(&self) -> Vec<ConfigError> {
@@ -80,7 +87,7 @@ impl Loss for Bpr {
     }
 
     fn sampling(&self) -> SamplerSpec {
-        crate::sampling::spec(self.cfg.sampler, self.cfg.alpha)
+        crate::sampling::spec(self.cfg.sampler, self.cfg.alpha, self.cfg.exclude)
     }
 
     fn sampled(&self, pos: &Tensor, neg: &Tensor) -> Result<Tensor, PluginError> {

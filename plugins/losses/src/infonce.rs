@@ -10,7 +10,7 @@ use crate::sampling;
 use crate::softmax::{candidate_ce, full_ce};
 use candle_core::Tensor;
 use pulse_api::config::ConfigError;
-use pulse_api::{Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
+use pulse_api::{Exclude, Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
 use serde::{Deserialize, Serialize};
 
 /// Config of `infonce`.
@@ -25,6 +25,9 @@ pub struct InfoNceConfig {
     pub sampler: SamplerKind,
     /// Popularity exponent (`popularity` sampler only).
     pub alpha: f64,
+    /// Which items are never negatives: `known` (the user's training items, where the model
+    /// knows the row's user; RecBole's rule) or `positive` (only the row's own positive).
+    pub exclude: Exclude,
 }
 
 impl Default for InfoNceConfig {
@@ -34,6 +37,7 @@ impl Default for InfoNceConfig {
             negatives: 10,
             sampler: SamplerKind::InBatch,
             alpha: 1.0,
+            exclude: Exclude::Known,
         }
     }
 }
@@ -51,6 +55,9 @@ negatives = 10
 sampler = \"in-batch\"
 # Popularity exponent (popularity sampler only).
 alpha = 1.0
+# Never negatives: \"known\" (the user\'s training items, for models that know the row\'s user)
+# or \"positive\" (only the row\'s own positive).
+exclude = \"known\"
 ";
 
     fn validate(&self) -> Vec<ConfigError> {
@@ -91,7 +98,7 @@ impl Loss for InfoNce {
     }
 
     fn sampling(&self) -> SamplerSpec {
-        sampling::spec(self.cfg.sampler, self.cfg.alpha)
+        sampling::spec(self.cfg.sampler, self.cfg.alpha, self.cfg.exclude)
     }
 
     fn sampled(&self, pos: &Tensor, neg: &Tensor) -> Result<Tensor, PluginError> {

@@ -10,7 +10,7 @@ use crate::sampling;
 use crate::softmax::{candidate_ce, LogQ};
 use candle_core::Tensor;
 use pulse_api::config::ConfigError;
-use pulse_api::{Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
+use pulse_api::{Exclude, Loss, LossInput, PluginConfig, PluginError, SamplerKind, SamplerSpec};
 use serde::{Deserialize, Serialize};
 
 /// Config of `sampled-softmax`.
@@ -23,6 +23,9 @@ pub struct SampledSoftmaxConfig {
     pub sampler: SamplerKind,
     /// Popularity exponent (`popularity` sampler only).
     pub alpha: f64,
+    /// Which items are never negatives: `known` (the user's training items, where the model
+    /// knows the row's user; RecBole's rule) or `positive` (only the row's own positive).
+    pub exclude: Exclude,
     /// Subtract each candidate's log sampling probability (the log-Q correction).
     pub log_q: bool,
 }
@@ -33,6 +36,7 @@ impl Default for SampledSoftmaxConfig {
             negatives: 100,
             sampler: SamplerKind::Popularity,
             alpha: 1.0,
+            exclude: Exclude::Known,
             log_q: true,
         }
     }
@@ -49,6 +53,9 @@ negatives = 100
 sampler = \"popularity\"
 # Popularity exponent: 1 = proportional to training counts, 0 = uniform over seen items.
 alpha = 1.0
+# Never negatives: \"known\" (the user's training items, for models that know the row's user)
+# or \"positive\" (only the row's own positive).
+exclude = \"known\"
 # Subtract log Q(item) from every candidate's logit (no effect under a uniform sampler).
 log_q = true
 ";
@@ -84,7 +91,7 @@ impl Loss for SampledSoftmax {
     }
 
     fn sampling(&self) -> SamplerSpec {
-        sampling::spec(self.cfg.sampler, self.cfg.alpha)
+        sampling::spec(self.cfg.sampler, self.cfg.alpha, self.cfg.exclude)
     }
 
     /// Without sampling probabilities there is nothing to correct: plain sampled softmax.

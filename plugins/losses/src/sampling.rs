@@ -1,9 +1,9 @@
-//! The negative-sampling keys every sampled loss shares (`negatives`, `sampler`, `alpha`): their
+//! The negative-sampling keys every sampled loss shares (`negatives`, `sampler`, `alpha`, `exclude`): their
 //! checks and their translation into the [`SamplerSpec`] a model's sampler follows.
 
 use crate::bpr::MAX_NEGATIVES;
 use pulse_api::config::{check_range, ConfigError};
-use pulse_api::{SamplerKind, SamplerSpec};
+use pulse_api::{Exclude, SamplerKind, SamplerSpec};
 
 /// Range checks for the shared keys.
 pub(crate) fn check(errors: &mut Vec<ConfigError>, negatives: usize, alpha: f64) {
@@ -17,6 +17,10 @@ pub(crate) fn check(errors: &mut Vec<ConfigError>, negatives: usize, alpha: f64)
     }
 }
 
-pub(crate) fn spec(kind: SamplerKind, alpha: f64) -> SamplerSpec {
-    SamplerSpec { kind, alpha }
+pub(crate) fn spec(kind: SamplerKind, alpha: f64, exclude: Exclude) -> SamplerSpec {
+    SamplerSpec {
+        kind,
+        alpha,
+        exclude,
+    }
 }

@@ -151,11 +151,12 @@ impl BprMf {
     ) -> Result<Tensor, PluginError> {
         let (users, pos): (Vec<u32>, Vec<u32>) =
             batch.iter().map(|&i| st.pairs[i as usize]).unzip();
-        let u = st.user.as_tensor().index_select(&ids(users)?, 0)?;
+        let u = st.user.as_tensor().index_select(&ids(users.clone())?, 0)?;
         let n_items = st.n_items as usize;
         common::item_loss_with(
             self.loss.as_ref(),
             &st.sampler,
+            Some(&users),
             &u,
             st.item.as_tensor(),
             n_items,

@@ -95,23 +95,6 @@ pub(crate) fn xavier_std(rows: usize, cols: usize) -> f64 {
     (2.0 / (rows + cols) as f64).sqrt()
 }
 
-/// `k` negatives per positive, uniform over the other `n_items - 1` items (with replacement).
-pub(crate) fn sample_negatives(
-    rng: &mut Rng,
-    positives: &[u32],
-    k: usize,
-    n_items: u32,
-) -> Vec<u32> {
-    let mut out = Vec::with_capacity(positives.len() * k);
-    for &p in positives {
-        for _ in 0..k {
-            let j = rng.random_range(0..n_items - 1);
-            out.push(if j >= p { j + 1 } else { j });
-        }
-    }
-    out
-}
-
 /// Rejects a loss whose input the model cannot produce. Both models here produce full logits
 /// and sampled scores; a sampled loss must ask for at least one negative.
 pub(crate) fn check_loss(model: &str, loss: &dyn Loss) -> Result<(), Vec<ConfigError>> {
@@ -218,9 +201,10 @@ pub(crate) fn ids(v: Vec<u32>) -> Result<Tensor, PluginError> {
     Ok(Tensor::from_vec(v, n, &DEVICE)?)
 }
 
-/// The shared negative sampler (`pulse-data`) a loss asks for, over the training counts.
+/// The shared negative sampler (`pulse-data`) a loss asks for, over the training counts and
+/// knowing each user's training items (for `exclude = known`).
 pub(crate) fn sampler_for(loss: &dyn Loss, data: &SplitData) -> NegativeSampler {
-    NegativeSampler::new(loss.sampling(), &data.item_counts())
+    NegativeSampler::new(loss.sampling(), &data.item_counts()).with_known(&data.train)
 }
 
 /// Scores `[n]` of `query [n, d]` against the rows `items` of `table`, and `[n, k]` against
@@ -242,37 +226,18 @@ pub(crate) fn sampled_scores(
     Ok((pos_scores, neg_scores))
 }
 
-/// Like [`item_loss`], drawing negatives from `sampler` (the distribution the loss asked for)
-/// and handing the loss their log sampling probabilities.
+/// The loss of query vectors `[n, d]` scored against item embeddings: either full logits over
+/// the first `n_items` rows of `table` (a padding row may follow them), or the positive's score
+/// and negatives drawn from `sampler` (the distribution the loss asked for), with their log
+/// sampling probabilities handed to the loss. `users[row]`, when the model knows them, lets the
+/// sampler keep each user's training items out of their negatives.
+// Every model calls this once per batch with its own pieces; a parameter struct would only move
+// the same eight names into each call site.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn item_loss_with(
     loss: &dyn Loss,
     sampler: &NegativeSampler,
-    query: &Tensor,
-    table: &Tensor,
-    n_items: usize,
-    targets: Vec<u32>,
-    rng: &mut Rng,
-) -> Result<Tensor, PluginError> {
-    match loss.input() {
-        LossInput::FullLogits => item_loss(loss, query, table, n_items, targets, rng),
-        LossInput::Sampled { negatives } => {
-            let n = targets.len();
-            let neg = sampler.sample(rng, &targets, negatives);
-            let q_pos: Vec<f32> = targets.iter().map(|&t| sampler.log_q(t)).collect();
-            let (pos_scores, neg_scores) =
-                sampled_scores(query, table, targets, neg.items, negatives)?;
-            let q_pos = Tensor::from_vec(q_pos, n, &DEVICE)?;
-            let q_neg = Tensor::from_vec(neg.log_q, (n, negatives), &DEVICE)?;
-            loss.sampled_with_q(&pos_scores, &neg_scores, &q_pos, &q_neg)
-        }
-    }
-}
-
-/// The loss of query vectors `[n, d]` scored against item embeddings: either full logits over
-/// the first `n_items` rows of `table` (a padding row may follow them) or the positive's score
-/// and `k` uniform negatives per row, whichever the loss takes.
-pub(crate) fn item_loss(
-    loss: &dyn Loss,
+    users: Option<&[u32]>,
     query: &Tensor,
     table: &Tensor,
     n_items: usize,
@@ -286,15 +251,17 @@ pub(crate) fn item_loss(
             loss.full(&logits, &ids(targets)?)
         }
         LossInput::Sampled { negatives } => {
-            let (n, dim) = query.dims2()?;
-            let neg = sample_negatives(rng, &targets, negatives, n_items as u32);
-            let pos = table.index_select(&ids(targets)?, 0)?;
-            let pos_scores = (query * &pos)?.sum(1)?;
-            let neg_emb = table
-                .index_select(&ids(neg)?, 0)?
-                .reshape((n, negatives, dim))?;
-            let neg_scores = neg_emb.matmul(&query.unsqueeze(2)?)?.squeeze(2)?;
-            loss.sampled(&pos_scores, &neg_scores)
+            let n = targets.len();
+            let neg = match users {
+                Some(users) => sampler.sample_for_users(rng, &targets, users, negatives),
+                None => sampler.sample(rng, &targets, negatives),
+            };
+            let q_pos: Vec<f32> = targets.iter().map(|&t| sampler.log_q(t)).collect();
+            let (pos_scores, neg_scores) =
+                sampled_scores(query, table, targets, neg.items, negatives)?;
+            let q_pos = Tensor::from_vec(q_pos, n, &DEVICE)?;
+            let q_neg = Tensor::from_vec(neg.log_q, (n, negatives), &DEVICE)?;
+            loss.sampled_with_q(&pos_scores, &neg_scores, &q_pos, &q_neg)
         }
     }
 }
@@ -303,34 +270,6 @@ pub(crate) fn item_loss(
 mod tests {
     use super::*;
     use pulse_api::rng::derive;
-
-    #[track_caller]
-    fn check_negatives(positives: &[u32], k: usize, n_items: u32) {
-        let neg = sample_negatives(&mut derive(1, "neg"), positives, k, n_items);
-        assert_eq!(neg.len(), positives.len() * k);
-        let mut seen = vec![0usize; n_items as usize];
-        for (row, &p) in neg.chunks(k).zip(positives) {
-            for &j in row {
-                assert!(j < n_items && j != p, "negative {j} for positive {p}");
-                seen[j as usize] += 1;
-            }
-        }
-        let others = seen
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| !positives.contains(&(i as u32)));
-        assert!(
-            others.clone().all(|(_, &c)| c > 0),
-            "every other item drawn: {seen:?}"
-        );
-    }
-
-    #[test]
-    fn negatives_avoid_the_positive_and_cover_the_rest() {
-        check_negatives(&[0; 200], 3, 5);
-        check_negatives(&[4; 200], 1, 5);
-        check_negatives(&[1, 0], 200, 2);
-    }
 
     #[test]
     fn normal_init_has_the_requested_spread_and_is_seeded() {

@@ -153,6 +153,6 @@ impl Config {
     /// Whether layer `i` attends within the sliding window only.
     pub fn is_local_layer(&self, i: usize) -> bool {
         self.sliding_window
-            .is_some_and(|s| s.pattern > 0 && (i + 1) % s.pattern != 0)
+            .is_some_and(|s| s.pattern > 0 && !(i + 1).is_multiple_of(s.pattern))
     }
 }

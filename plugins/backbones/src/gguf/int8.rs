@@ -76,7 +76,7 @@ pub(crate) fn supported() -> bool {
 impl PackedInt8 {
     /// Packs row-major f32 weights `[n, k]`; `k` must be a multiple of 32.
     pub(crate) fn from_f32(w: &[f32], n: usize, k: usize) -> Option<Self> {
-        if k % BLOCK != 0 || w.len() != n * k || n == 0 {
+        if !k.is_multiple_of(BLOCK) || w.len() != n * k || n == 0 {
             return None;
         }
         let kb = k / BLOCK;
@@ -119,49 +119,73 @@ impl PackedInt8 {
         self.k
     }
 
-    /// `x [rows, k] · Wᵀ → [rows, n]`.
-    pub(crate) fn matmul(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let (k, kb) = (self.k, self.k / BLOCK);
-        let act = Activations::quantize(x, rows, k);
+    /// `x [rows, k] · Wᵀ (+ bias) → [rows, n]`.
+    pub(crate) fn matmul(&self, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        let (k, kb, n) = (self.k, self.k / BLOCK, self.n);
         let vnni = supported();
-        // Tiles are grouped so each task has enough work; results land tile-major first.
+        let act = Activations::quantize(x, rows, k, vnni);
+        let mut out = vec![0f32; rows * n];
+        let dst = SharedOut(out.as_mut_ptr());
+        // Tiles are grouped so that each task has enough work.
         let per_task = (64 / rows.max(1)).clamp(1, 8);
-        let mut by_tile = vec![0f32; self.tiles * rows * TILE];
-        by_tile
-            .par_chunks_mut(per_task * rows * TILE)
-            .enumerate()
-            .for_each(|(task, out)| {
-                for (i, out) in out.chunks_mut(rows * TILE).enumerate() {
-                    let t = task * per_task + i;
+        (0..self.tiles.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|task| {
+                let mut tmp = [0f32; ROWS * TILE];
+                for t in task * per_task..((task + 1) * per_task).min(self.tiles) {
                     let tile = &self.blocks[t * kb..(t + 1) * kb];
+                    let cols = TILE.min(n - t * TILE);
                     let mut r0 = 0;
                     while r0 < rows {
                         let nr = (rows - r0).min(ROWS);
-                        let o = &mut out[r0 * TILE..(r0 + nr) * TILE];
+                        let o = &mut tmp[..nr * TILE];
                         if vnni {
                             #[cfg(target_arch = "x86_64")]
                             // SAFETY: `supported()` checked the CPU features the kernel is
-                            // compiled for; the kernel reads `nr` rows of `act` from `r0`
-                            // and writes `nr * 16` floats of `o`, all in bounds.
+                            // compiled for; it reads `nr` rows of `act` from `r0` and writes
+                            // `nr * 16` floats of `o`, all in bounds.
                             unsafe {
                                 vnni::tile_rows(tile, &act, r0, nr, o)
                             };
                         } else {
                             portable_tile_rows(tile, &act, r0, nr, o);
                         }
+                        for r in 0..nr {
+                            let src = &o[r * TILE..r * TILE + cols];
+                            let at = (r0 + r) * n + t * TILE;
+                            // SAFETY: columns `t*16 .. t*16 + cols` of every row belong to
+                            // tile `t`, which exactly one task handles; `at + cols <= rows *
+                            // n`, the length of `out`, which outlives the parallel loop.
+                            let row = unsafe { std::slice::from_raw_parts_mut(dst.at(at), cols) };
+                            match bias {
+                                Some(b) => {
+                                    for ((d, s), b) in row.iter_mut().zip(src).zip(&b[t * TILE..]) {
+                                        *d = s + b;
+                                    }
+                                }
+                                None => row.copy_from_slice(src),
+                            }
+                        }
                         r0 += nr;
                     }
                 }
             });
-        // Tile-major → row-major.
-        let mut out = vec![0f32; rows * self.n];
-        out.par_chunks_mut(self.n).enumerate().for_each(|(r, row)| {
-            for (t, cols) in row.chunks_mut(TILE).enumerate() {
-                let src = &by_tile[(t * rows + r) * TILE..][..cols.len()];
-                cols.copy_from_slice(src);
-            }
-        });
         out
+    }
+}
+
+/// The output buffer shared by the tasks of one product, each writing its own columns.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint elements (see `matmul`); the buffer outlives them.
+unsafe impl Send for SharedOut {}
+// SAFETY: as for `Send`: no two tasks touch the same element, and none reads.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn at(self, i: usize) -> *mut f32 {
+        // invariant: callers pass in-bounds offsets; `wrapping_add` keeps this function safe.
+        self.0.wrapping_add(i)
     }
 }
 
@@ -174,7 +198,7 @@ struct Activations {
 }
 
 impl Activations {
-    fn quantize(x: &[f32], rows: usize, k: usize) -> Self {
+    fn quantize(x: &[f32], rows: usize, k: usize, vnni: bool) -> Self {
         let kb = k / BLOCK;
         let mut q = vec![0i8; rows * k];
         let mut dx = vec![0f32; rows * kb];
@@ -184,6 +208,15 @@ impl Activations {
             .enumerate()
             .for_each(|(r, (q, (dx, sx)))| {
                 let x = &x[r * k..(r + 1) * k];
+                if vnni {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU has AVX-512 (checked by the caller); `x` and `q` hold
+                    // `k` values and `dx`, `sx` hold `k / 32`.
+                    unsafe {
+                        vnni::quantize_row(x, q, dx, sx)
+                    };
+                    return;
+                }
                 for b in 0..kb {
                     let xs = &x[b * BLOCK..(b + 1) * BLOCK];
                     let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -191,7 +224,7 @@ impl Activations {
                     let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
                     let mut sum = 0i32;
                     for (qi, &v) in q[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(xs) {
-                        let v = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                        let v = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
                         *qi = v;
                         sum += v as i32;
                     }
@@ -228,6 +261,36 @@ fn portable_tile_rows(tile: &[TileBlock], act: &Activations, r0: usize, nr: usiz
 mod vnni {
     use super::{Activations, TileBlock, BLOCK, ROWS, TILE};
     use std::arch::x86_64::*;
+
+    /// Quantizes one row of activations (see `Activations`), rounding to nearest even like
+    /// the portable path.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f and avx512bw; `x` and `q` hold the same multiple of 32
+    /// values, `dx` and `sx` one value per 32.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_row(x: &[f32], q: &mut [i8], dx: &mut [f32], sx: &mut [f32]) {
+        let sign = _mm512_set1_ps(-0.0);
+        for b in 0..x.len() / BLOCK {
+            let p = x.as_ptr().add(b * BLOCK);
+            let (a, c) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            let amax = _mm512_reduce_max_ps(_mm512_max_ps(
+                _mm512_andnot_ps(sign, a),
+                _mm512_andnot_ps(sign, c),
+            ));
+            let d = amax / 127.0;
+            let inv = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+            // Default rounding (MXCSR): to nearest, ties to even.
+            let qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv));
+            let qc = _mm512_cvtps_epi32(_mm512_mul_ps(c, inv));
+            let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc));
+            let dst = q.as_mut_ptr().add(b * BLOCK);
+            _mm_storeu_si128(dst as *mut __m128i, _mm512_cvtsepi32_epi8(qa));
+            _mm_storeu_si128(dst.add(16) as *mut __m128i, _mm512_cvtsepi32_epi8(qc));
+            *dx.get_unchecked_mut(b) = d;
+            *sx.get_unchecked_mut(b) = d * sum as f32;
+        }
+    }
 
     /// `nr ≤ 8` rows from `r0` against one tile → `o[nr * 16]`.
     ///
@@ -272,11 +335,11 @@ mod vnni {
                 // SAFETY: `qs` is 512 bytes and 64-byte aligned (`repr(align(64))`), so the
                 // 8 loads at offsets 64 g are in bounds and aligned.
                 let w = _mm512_load_si512(blk.qs.as_ptr().add(64 * g) as *const __m512i);
-                for r in 0..R {
+                for (r, acc) in iacc.iter_mut().enumerate() {
                     // SAFETY: row `r0 + r` exists (caller), and `b * 32 + 4 g + 3 < k`.
                     let p = q.add((r0 + r) * k + b * BLOCK + 4 * g) as *const i32;
                     let a = _mm512_set1_epi32(p.read_unaligned());
-                    iacc[r] = _mm512_dpbusd_epi32(iacc[r], w, a);
+                    *acc = _mm512_dpbusd_epi32(*acc, w, a);
                 }
             }
             let d = _mm512_load_ps(blk.d.as_ptr());
@@ -329,7 +392,7 @@ mod tests {
         let w = values(n * k, 1);
         let x = values(rows * k, 2);
         let p = PackedInt8::from_f32(&w, n, k).unwrap();
-        let got = p.matmul(&x, rows);
+        let got = p.matmul(&x, rows, None);
         let want = reference(&w, &x, n, k, rows);
         let scale = (k as f32).sqrt() * 0.6;
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -338,7 +401,7 @@ mod tests {
                 "{n}x{k}x{rows} at {i}: {g} vs {w}"
             );
         }
-        let act = Activations::quantize(&x, rows, k);
+        let act = Activations::quantize(&x, rows, k, false);
         let kb = k / BLOCK;
         for t in 0..p.tiles {
             let mut o = vec![0f32; rows * TILE];

@@ -9,10 +9,13 @@
 //!   scores come from a real matmul).
 //! - [`DecodeAttention`]: one new token per row against the cache, reading each key/value head
 //!   once for all query heads that share it.
-//! - [`GatedActivation`]: `act(gate) * up` in one pass.
+//! - [`GatedActivation`]: `act(gate) * up` in one pass; [`Add`]: the residual sums. candle
+//!   runs large element-wise operations on a spinning thread pool of its own, which on a
+//!   shared machine spent more time waiting than computing; these use rayon's pool.
 //!
 //! Other devices keep the generic candle operations (see `model.rs`).
 
+use super::simd::{axpy, dot, exp, max, multiversion, sum};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, InplaceOp1, Layout, Shape};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -58,6 +61,8 @@ fn f32_slice<'a>(s: &'a CpuStorage, what: &str) -> candle_core::Result<&'a [f32]
 /// visible slots; invisible slots become 0.
 pub(crate) struct MaskedSoftmax<'a> {
     pub(crate) vis: &'a Visibility,
+    /// Multiplies the scores first (the attention scale, folded in here).
+    pub(crate) scale: f32,
 }
 
 impl InplaceOp1 for MaskedSoftmax<'_> {
@@ -87,38 +92,41 @@ impl InplaceOp1 for MaskedSoftmax<'_> {
                 let l = (i % queries) % len;
                 let r = self.vis.range(b, l);
                 let r = r.start.min(t)..r.end.min(t);
-                softmax_range(scores, r);
+                softmax_range(scores, r, self.scale);
             });
         Ok(())
     }
 }
 
-/// Softmax of `x[r]` in place, zeros outside `r`.
-fn softmax_range(x: &mut [f32], r: Range<usize>) {
-    if r.is_empty() {
-        x.iter_mut().for_each(|v| *v = 0.0);
+/// Softmax of `scale * x` (`scale > 0`) in place. Inlined into the multiversioned kernels;
+/// the reductions go through [`max`] and [`sum`], whose independent partial results let them
+/// vectorize (a plain running sum is sequential, and would keep `exp` scalar too).
+#[inline(always)]
+fn softmax_in(x: &mut [f32], scale: f32) {
+    if x.is_empty() {
         return;
     }
-    let max = x[r.clone()]
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in &mut x[r.clone()] {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    x[r.clone()].iter_mut().for_each(|v| *v *= inv);
+    let m = max(x);
+    x.iter_mut().for_each(|v| *v = exp((*v - m) * scale));
+    let inv = 1.0 / sum(x);
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+multiversion! {
+/// Softmax of `scale * x[r]` (`scale > 0`) in place, zeros outside `r`.
+fn softmax_range(x: &mut [f32], r: Range<usize>, scale: f32) {
+    softmax_in(&mut x[r.clone()], scale);
     x[..r.start].iter_mut().for_each(|v| *v = 0.0);
     x[r.end..].iter_mut().for_each(|v| *v = 0.0);
 }
+}
 
-/// Attention of one new token per row: `q` `[rows, heads, 1, d]` (contiguous, already
-/// scaled), `k`, `v` `[rows, kv_heads, live, d]` (views into the cache, strided) → `[rows, 1,
-/// heads * d]`.
+/// Attention of one new token per row: `q` `[rows, heads, 1, d]` (contiguous), `k`, `v`
+/// `[rows, kv_heads, live, d]` (views into the cache, strided) → `[rows, 1, heads * d]`.
 pub(crate) struct DecodeAttention<'a> {
     pub(crate) vis: &'a Visibility,
+    /// Multiplies the scores (the attention scale).
+    pub(crate) scale: f32,
 }
 
 /// Strides of a `[rows, kv_heads, live, d]` view with contiguous `[live, d]` blocks.
@@ -175,49 +183,74 @@ impl CustomOp3 for DecodeAttention<'_> {
                 let kb = &k[k0 + b * ksb + g * ksh..][..live * d];
                 let vb = &v[v0 + b * vsb + g * vsh..][..live * d];
                 let qs = &q[q0 + (b * heads + g * rep) * d..][..rep * d];
-                let mut scores = vec![0f32; rep * r.len()];
-                for (j, s) in r.clone().enumerate() {
-                    let key = &kb[s * d..(s + 1) * d];
-                    for h in 0..rep {
-                        scores[h * r.len() + j] = dot(&qs[h * d..(h + 1) * d], key);
-                    }
-                }
-                for h in 0..rep {
-                    let p = &mut scores[h * r.len()..(h + 1) * r.len()];
-                    let n = p.len();
-                    softmax_range(p, 0..n);
-                    let o = &mut out[h * d..(h + 1) * d];
-                    for (j, s) in r.clone().enumerate() {
-                        axpy(o, p[j], &vb[s * d..(s + 1) * d]);
-                    }
-                }
+                decode_task(qs, kb, vb, r, rep, d, self.scale, out);
             });
         Ok((CpuStorage::F32(out), Shape::from((rows, 1, heads * d))))
     }
 }
 
-/// Dot product with eight independent partial sums, so the compiler can keep them in one
-/// SIMD register (float addition is not reassociated otherwise).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, ar) = a.split_at(a.len() / 8 * 8);
-    let (bc, br) = b.split_at(ac.len());
-    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+multiversion! {
+/// One (row, key/value head) of [`DecodeAttention`]: `rep` queries of width `d` against the
+/// visible slots `r` of the head's keys `kb` and values `vb`, into `out` (`rep * d`).
+fn decode_task(
+    qs: &[f32],
+    kb: &[f32],
+    vb: &[f32],
+    r: Range<usize>,
+    rep: usize,
+    d: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let n = r.len();
+    let mut scores = vec![0f32; rep * n];
+    for (j, s) in r.clone().enumerate() {
+        let key = &kb[s * d..(s + 1) * d];
+        for h in 0..rep {
+            scores[h * n + j] = dot(&qs[h * d..(h + 1) * d], key);
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ar.iter().zip(br) {
-        s += x * y;
+    for h in 0..rep {
+        let p = &mut scores[h * n..(h + 1) * n];
+        softmax_in(p, scale);
+        let o = &mut out[h * d..(h + 1) * d];
+        for (j, s) in r.clone().enumerate() {
+            axpy(o, p[j], &vb[s * d..(s + 1) * d]);
+        }
     }
-    s
+}
 }
 
-/// `o += a * x`.
-fn axpy(o: &mut [f32], a: f32, x: &[f32]) {
-    for (o, x) in o.iter_mut().zip(x) {
-        *o += a * x;
+/// `a + b` for two contiguous f32 tensors of the same shape (the residual connections).
+pub(crate) struct Add;
+
+impl CustomOp2 for Add {
+    fn name(&self) -> &'static str {
+        "add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let a = f32_slice(s1, "add")?;
+        let b = f32_slice(s2, "add")?;
+        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("add: inputs must be contiguous");
+        };
+        if l1.dims() != l2.dims() {
+            candle_core::bail!("add: shapes {:?} {:?}", l1.dims(), l2.dims());
+        }
+        let (a, b) = (&a[a0..a1], &b[b0..b1]);
+        let mut out = vec![0f32; a.len()];
+        out.par_chunks_mut(16_384)
+            .zip(a.par_chunks(16_384).zip(b.par_chunks(16_384)))
+            .for_each(|(o, (a, b))| add_into(o, a, b));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
@@ -257,21 +290,47 @@ impl CustomOp2 for GatedActivation {
         let gate = self.0;
         out.par_chunks_mut(4096)
             .zip(g.par_chunks(4096).zip(u.par_chunks(4096)))
-            .for_each(|(o, (g, u))| {
-                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                    *o = act(gate, g) * u;
-                }
+            .for_each(|(o, (g, u))| match gate {
+                Gate::Silu => silu_mul(o, g, u),
+                Gate::GeluTanh => gelu_mul(o, g, u),
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
+multiversion! {
+    fn add_into(o: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+            *o = a + b;
+        }
+    }
+}
+
+multiversion! {
+    fn silu_mul(o: &mut [f32], g: &[f32], u: &[f32]) {
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = act(Gate::Silu, g) * u;
+        }
+    }
+}
+
+multiversion! {
+    fn gelu_mul(o: &mut [f32], g: &[f32], u: &[f32]) {
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = act(Gate::GeluTanh, g) * u;
+        }
+    }
+}
+
+#[inline(always)]
 fn act(gate: Gate, x: f32) -> f32 {
     match gate {
-        Gate::Silu => x / (1.0 + (-x).exp()),
+        Gate::Silu => x / (1.0 + exp(-x)),
         Gate::GeluTanh => {
             const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-            0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh())
+            let y = C * (x + 0.044_715 * x * x * x);
+            // tanh(y) = 1 - 2 / (e^{2y} + 1), exact at both ends of the clamped exp.
+            0.5 * x * (2.0 - 2.0 / (exp(2.0 * y) + 1.0))
         }
     }
 }
@@ -368,11 +427,18 @@ mod tests {
             let vis1 = vis(vec![0, 3, 6], 8, 1, window);
             let q = Tensor::randn(0f32, 1., (rows, kvh * rep, 1, d), &dev).unwrap();
             let got = q
-                .apply_op3_no_bwd(&k, &v, &DecodeAttention { vis: &vis1 })
+                .apply_op3_no_bwd(
+                    &k,
+                    &v,
+                    &DecodeAttention {
+                        vis: &vis1,
+                        scale: 0.25,
+                    },
+                )
                 .unwrap()
                 .reshape((rows, kvh * rep, 1, d))
                 .unwrap();
-            let want = reference(&q, &k, &v, &vis1);
+            let want = reference(&(&q * 0.25).unwrap(), &k, &v, &vis1);
             assert!(max_diff(&got, &want) < 1e-5, "{window:?}");
 
             // Prefill-like: 4 queries per row at slots 5..9.
@@ -383,13 +449,17 @@ mod tests {
                 .unwrap()
                 .matmul(&k.t().unwrap())
                 .unwrap();
-            att.inplace_op1(&MaskedSoftmax { vis: &vis4 }).unwrap();
+            att.inplace_op1(&MaskedSoftmax {
+                vis: &vis4,
+                scale: 0.25,
+            })
+            .unwrap();
             let got = att
                 .matmul(&v)
                 .unwrap()
                 .reshape((rows, kvh * rep, 4, d))
                 .unwrap();
-            let want = reference(&q, &k, &v, &vis4);
+            let want = reference(&(&q * 0.25).unwrap(), &k, &v, &vis4);
             assert!(max_diff(&got, &want) < 1e-5, "{window:?}");
         }
     }

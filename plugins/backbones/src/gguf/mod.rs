@@ -27,6 +27,7 @@ mod kernels;
 pub(crate) mod meta;
 mod model;
 mod sampling;
+mod simd;
 mod weights;
 
 pub use config::{Activation, Arch, Config, RopeStyle, SlidingWindow};

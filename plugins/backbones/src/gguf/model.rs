@@ -10,7 +10,7 @@
 
 use super::cache::KvCache;
 use super::config::{Activation, Config, RopeStyle};
-use super::kernels::{DecodeAttention, Gate, GatedActivation, MaskedSoftmax, Visibility};
+use super::kernels::{Add, DecodeAttention, Gate, GatedActivation, MaskedSoftmax, Visibility};
 use super::weights::{output_is_tied, projection_params, Linear, Loader, WeightFormat};
 use crate::BackboneError;
 use candle_core::quantized::QTensor;
@@ -127,6 +127,15 @@ impl Rope {
     }
 }
 
+/// `a + b`, with the CPU kernel on CPU tensors.
+fn add(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.device().is_cpu() && a.dtype() == candle_core::DType::F32 {
+        a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &Add)
+    } else {
+        a + b
+    }
+}
+
 /// A loaded model.
 pub(crate) struct Model {
     pub(crate) cfg: Config,
@@ -230,7 +239,7 @@ impl Model {
         cache: &mut KvCache,
     ) -> candle_core::Result<Tensor> {
         let rows = cache.rows();
-        if rows == 0 || tokens.len() % rows != 0 || tokens.is_empty() {
+        if rows == 0 || !tokens.len().is_multiple_of(rows) || tokens.is_empty() {
             candle_core::bail!("{} tokens for {rows} rows", tokens.len());
         }
         let len = tokens.len() / rows;
@@ -349,15 +358,17 @@ impl Model {
         };
         let (kc, vc) = cache.append(index, &k, &v)?;
         let live = kc.dim(2)?;
-        let q = (q * cfg.attn_scale as f64)?;
+        let scale = cfg.attn_scale;
         let y = if cpu && len == 1 {
-            q.apply_op3_no_bwd(&kc, &vc, &DecodeAttention { vis })?
+            q.apply_op3_no_bwd(&kc, &vc, &DecodeAttention { vis, scale })?
         } else {
+            // The CPU softmax applies the scale itself.
+            let q = if cpu { q } else { (q * scale as f64)? };
             let rep = h / hkv;
             // Query heads sharing a key/value head become extra rows of one product.
             let att = q.reshape((rows, hkv, rep * len, d))?.matmul(&kc.t()?)?;
             let att = if cpu {
-                att.inplace_op1(&MaskedSoftmax { vis })?;
+                att.inplace_op1(&MaskedSoftmax { vis, scale })?;
                 att
             } else {
                 let att = if vis.masks_anything() {
@@ -378,7 +389,7 @@ impl Model {
         if let Some(w) = &layer.post_attn_norm {
             y = candle_nn::ops::rms_norm(&y, w, eps)?;
         }
-        let x = (x + y)?;
+        let x = add(x, &y)?;
 
         let xn = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
         let gate = match cfg.activation {
@@ -402,7 +413,7 @@ impl Model {
         if let Some(w) = &layer.post_ffn_norm {
             y = candle_nn::ops::rms_norm(&y, w, eps)?;
         }
-        x + y
+        add(&x, &y)
     }
 
     /// The embedding table's dtype as stored (for reports).

@@ -67,7 +67,7 @@ const EOG_TEXTS: &[&str] = &[
 
 enum Model {
     Bpe(Box<tokenizers::Tokenizer>),
-    Spm(spm::Spm),
+    Spm(Box<spm::Spm>),
 }
 
 /// A GGUF model's tokenizer.
@@ -159,7 +159,10 @@ impl Tokenizer {
                     .unwrap_or(true);
                 let unk = id("tokenizer.ggml.unknown_token_id")?;
                 let model = spm::Spm::new(&texts, &kinds, scores, unk, add_space_prefix)?;
-                (Model::Spm(model), spm::token_bytes(&texts, &kinds))
+                (
+                    Model::Spm(Box::new(model)),
+                    spm::token_bytes(&texts, &kinds),
+                )
             }
             other => {
                 return Err(BackboneError::Tokenizer(format!(

@@ -35,6 +35,7 @@ use pulse_api::{
     ConfigError, EpochContext, Loss, LossBuilder, LossSpec, ModelKind, Phase, PluginConfig,
     PluginError, Recommender, SplitData, TrainConfig,
 };
+use pulse_data::NegativeSampler;
 use rand::seq::SliceRandom;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
@@ -229,6 +230,7 @@ struct State {
     model: Model,
     opt: AdamW,
     windows: Vec<Vec<u32>>,
+    sampler: NegativeSampler,
 }
 
 /// Users scored per forward pass.
@@ -382,8 +384,10 @@ impl Bert4Rec {
                 ],
                 1,
             )?;
-            let loss = common::item_loss(
+            let loss = common::item_loss_with(
                 self.loss.as_ref(),
+                &st.sampler,
+                None,
                 &query,
                 &table,
                 n_items,
@@ -429,6 +433,7 @@ impl Recommender for Bert4Rec {
             model,
             opt,
             windows,
+            sampler: common::sampler_for(self.loss.as_ref(), data),
         });
         Ok(())
     }

@@ -7,7 +7,8 @@
 //! first layer, PyTorch's default uniform ranges elsewhere. The loss is a plugin (`ce` over full
 //! logits by default; a sampled loss gets uniform negatives).
 //!
-//! **Training examples.** One example per run of up to `max_len` consecutive targets, with the
+//! **Training examples.** One example per run of up to `max_len` consecutive targets (`targets`
+//! sets a shorter run; 1 gives RecBole's one example per prefix), with the
 //! loss at every one of them (SASRec-style), instead of RecBole's one example per prefix: each
 //! training sequence is cut from its end into such runs, so every training interaction except
 //! the user's first is a target exactly once per epoch, and each example also reads up to
@@ -34,6 +35,7 @@ use pulse_api::{
     ConfigError, EpochContext, Loss, LossBuilder, LossSpec, ModelKind, Phase, PluginConfig,
     PluginError, Recommender, SplitData, TrainConfig,
 };
+use pulse_data::NegativeSampler;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -52,6 +54,9 @@ pub struct Gru4RecConfig {
     pub dropout: f64,
     /// Longest history the model reads (older items are dropped).
     pub max_len: usize,
+    /// Targets per training example: 0 = up to `max_len` (the loss at every position of a
+    /// run), 1 = RecBole's one example per prefix (about `max_len` times the work per epoch).
+    pub targets: usize,
     /// Training objective: over full logits (`ce`) or sampled negatives (`bpr`, …).
     pub loss: LossSpec,
     /// Maximum number of epochs.
@@ -76,6 +81,7 @@ impl Default for Gru4RecConfig {
             layers: 1,
             dropout: 0.3,
             max_len: 50,
+            targets: 0,
             loss: LossSpec::of("ce"),
             epochs: 200,
             batch_size: 64,
@@ -114,6 +120,9 @@ layers = 1
 dropout = 0.3
 # Longest history the model reads (older items are dropped).
 max_len = 50
+# Targets per training example: 0 = up to max_len (loss at every position), 1 = one example
+# per prefix as RecBole trains it (about max_len times the work per epoch).
+targets = 0
 # Training objective: full logits (ce) or sampled negatives (bpr, ...).
 loss = { type = "ce" }
 # Maximum number of epochs (validation decides when to stop).
@@ -143,6 +152,7 @@ eval_every = 1
             ));
         }
         check_range(&mut errors, "max_len", self.max_len, 1, 1024);
+        check_range(&mut errors, "targets", self.targets, 0, 1024);
         self.train_config().validate(&mut errors);
         errors
     }
@@ -173,6 +183,7 @@ struct State {
     net: Net,
     opt: AdamW,
     examples: Vec<Example>,
+    sampler: NegativeSampler,
 }
 
 /// A training example: the last `targets` items are each predicted from the items before them.
@@ -184,16 +195,13 @@ struct Example {
 
 /// Cuts training sequences from their ends into runs of at most `len` targets, each preceded
 /// by up to `len` earlier items as context; a sequence's first item is never a target.
-fn examples(train: &[Vec<u32>], len: usize) -> Vec<Example> {
+fn examples(train: &[Vec<u32>], len: usize, targets: usize) -> Vec<Example> {
+    let per_example = if targets == 0 { len } else { targets };
     let mut out = Vec::new();
     for seq in train {
         let mut end = seq.len();
         while end >= 2 {
-            let tmp_t: usize = std::env::var("PULSE_TMP_TARGETS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(len);
-            let first = end.saturating_sub(tmp_t).max(1);
+            let first = end.saturating_sub(per_example).max(1);
             out.push(Example {
                 items: seq[first.saturating_sub(len)..end].to_vec(),
                 targets: end - first,
@@ -348,8 +356,10 @@ impl Gru4Rec {
                 Some((self.cfg.dropout as f32, &mut *ctx.rng)),
             )?;
             let m = targets.len();
-            let loss = common::item_loss(
+            let loss = common::item_loss_with(
                 self.loss.as_ref(),
+                &st.sampler,
+                None,
                 &q,
                 st.net.item.as_tensor(),
                 n_items,
@@ -374,7 +384,7 @@ impl Recommender for Gru4Rec {
     fn prepare(&mut self, data: &SplitData, seed: u64) -> Result<(), PluginError> {
         let n_items = data.n_items();
         common::check_items(Gru4RecConfig::TYPE, self.loss.as_ref(), n_items)?;
-        let examples = examples(&data.train, self.cfg.max_len);
+        let examples = examples(&data.train, self.cfg.max_len, self.cfg.targets);
         if examples.is_empty() {
             return Err(PluginError::Data(
                 "gru4rec: no user has two training interactions to learn a transition from".into(),
@@ -390,7 +400,12 @@ impl Recommender for Gru4Rec {
                 ..ParamsAdamW::default()
             },
         )?;
-        self.state = Some(State { net, opt, examples });
+        self.state = Some(State {
+            net,
+            opt,
+            examples,
+            sampler: common::sampler_for(self.loss.as_ref(), data),
+        });
         Ok(())
     }
 

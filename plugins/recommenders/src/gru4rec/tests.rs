@@ -19,7 +19,7 @@ fn small(loss: &str) -> Gru4RecConfig {
 
 #[track_caller]
 fn check_examples(seq: Vec<u32>, len: usize, expected: &[(&[u32], usize)]) {
-    let got = examples(std::slice::from_ref(&seq), len);
+    let got = examples(std::slice::from_ref(&seq), len, 0);
     let want: Vec<Example> = expected
         .iter()
         .map(|&(items, targets)| Example {
@@ -53,6 +53,13 @@ fn examples_cover_every_target_once_with_context() {
     check_examples(vec![9, 8], 1, &[(&[9, 8], 1)]);
     check_examples(vec![1, 2, 3], 1, &[(&[2, 3], 1), (&[1, 2], 1)]);
     check_examples(vec![4], 3, &[]);
+    // One target per example: every prefix, newest first, each with up to `len` items before.
+    let prefixes = examples(&[vec![1, 2, 3, 4]], 2, 1);
+    let got: Vec<(&[u32], usize)> = prefixes.iter().map(|e| (&e.items[..], e.targets)).collect();
+    assert_eq!(
+        got,
+        [(&[2, 3, 4][..], 1), (&[1, 2, 3][..], 1), (&[1, 2][..], 1)]
+    );
     check_examples(vec![], 3, &[]);
 }
 

@@ -231,7 +231,7 @@ impl LightGcn {
             batch.iter().map(|&i| st.pairs[i as usize]).unzip();
         let n = users.len();
         let all = st.ego()?.apply_op1(st.propagate.clone())?;
-        let user_ids = ids(users)?;
+        let user_ids = ids(users.clone())?;
         let u = all.index_select(&user_ids, 0)?;
         let mut ego = vec![
             st.user.as_tensor().index_select(&user_ids, 0)?,
@@ -244,7 +244,7 @@ impl LightGcn {
                 self.loss.full(&logits, &ids(pos)?)?
             }
             LossInput::Sampled { negatives } => {
-                let drawn = st.sampler.sample(rng, &pos, negatives);
+                let drawn = st.sampler.sample_for_users(rng, &pos, &users, negatives);
                 let q_pos: Vec<f32> = pos.iter().map(|&i| st.sampler.log_q(i)).collect();
                 let q_pos = Tensor::from_vec(q_pos, n, &DEVICE)?;
                 let q_neg = Tensor::from_vec(drawn.log_q, (n, negatives), &DEVICE)?;

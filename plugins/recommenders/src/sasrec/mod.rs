@@ -270,6 +270,7 @@ impl SasRec {
             let loss = common::item_loss_with(
                 self.loss.as_ref(),
                 &st.sampler,
+                None,
                 &h,
                 st.net.item.as_tensor(),
                 dims.n_items,
