@@ -60,6 +60,10 @@ pub enum AssetError {
         actual: String,
     },
 
+    /// An `hf:` source could not be fetched (or this build cannot fetch them).
+    #[error("cannot fetch {source_id}: {detail}")]
+    Hf { source_id: String, detail: String },
+
     /// No named asset has this name.
     #[error("unknown asset '{name}'; known assets: {known}")]
     UnknownAsset { name: String, known: String },

