@@ -209,6 +209,17 @@ set = { "models.sasrec.layers" = 1 }
 
 #[test]
 fn ctrl_c_records_the_run_as_killed() {
+    check_interrupt("-INT");
+}
+
+/// A batch scheduler (Slurm, Kubernetes) stops a job with SIGTERM: it counts as an interrupt.
+#[test]
+fn sigterm_records_the_run_as_killed() {
+    check_interrupt("-TERM");
+}
+
+#[track_caller]
+fn check_interrupt(signal: &str) {
     let store = tempfile::tempdir().unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_pulse"))
         .args([
@@ -232,12 +243,12 @@ fn ctrl_c_records_the_run_as_killed() {
     // Let training start, then interrupt as a user at the terminal would.
     std::thread::sleep(std::time::Duration::from_secs(4));
     let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(130), "{signal}: {}", stderr(&out));
     let rows = compare_json(store.path(), "e2e-synthetic");
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["status"], "KILLED", "{rows:#?}");

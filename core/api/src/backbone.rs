@@ -66,7 +66,7 @@ impl Default for GenSettings {
             repetition_penalty: 1.0,
             seed: 0,
             stop: Vec::new(),
-            batch_size: 16,
+            batch_size: 64,
         }
     }
 }

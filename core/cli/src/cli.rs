@@ -10,7 +10,7 @@ Exit codes:
   1  the experiment ran, but at least one run failed (each is recorded as FAILED)
   2  the spec or the command line is invalid (every problem is printed as file:line:col)
   3  pulse itself could not proceed (I/O, run store, …)
-  130  interrupted (Ctrl-C): the current run is recorded KILLED, later runs are skipped
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): the current run is recorded KILLED, later runs are skipped
 
 Environment:
   PULSE_HOME      cache of downloaded data and models (default ~/.cache/pulse)

@@ -271,8 +271,8 @@ fn run(
         .with_context(|| format!("cannot create the run store at {}", root.display()))?;
     let mut trackers: Vec<Box<dyn Tracker>> = vec![Box::new(LocalStore::new(&root))];
     trackers.extend(crate::sync::remote_trackers(&plan, &root)?);
-    // First Ctrl-C: finish the current epoch, record the run KILLED, skip the rest.
-    // Second Ctrl-C: leave at once.
+    // First Ctrl-C (or SIGTERM/SIGHUP, as schedulers send): finish the current epoch, record
+    // the run KILLED, skip the rest. A second one: leave at once.
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let handler = ctrlc::set_handler(move || {

@@ -24,7 +24,7 @@ pub mod exit {
     pub const RUN_FAILED: u8 = 1;
     pub const INVALID: u8 = 2;
     pub const INTERNAL: u8 = 3;
-    /// Interrupted by Ctrl-C (128 + SIGINT).
+    /// Interrupted by Ctrl-C (128 + SIGINT), SIGTERM or SIGHUP.
     pub const INTERRUPTED: u8 = 130;
 }
 
