@@ -95,6 +95,25 @@ pub(crate) fn xavier_std(rows: usize, cols: usize) -> f64 {
     (2.0 / (rows + cols) as f64).sqrt()
 }
 
+/// Dropout probabilities must lie in [0, 1).
+pub(crate) fn check_dropout(errors: &mut Vec<ConfigError>, dropout: f64) {
+    if !(0.0..1.0).contains(&dropout) {
+        errors.push(ConfigError::out_of_range("dropout", "0 to <1", dropout));
+    }
+}
+
+/// Refuses user ids outside the data set, which a sequence model would otherwise index past
+/// its histories with.
+pub(crate) fn check_users(model: &str, data: &SplitData, users: &[u32]) -> Result<(), PluginError> {
+    match users.iter().find(|&&u| u as usize >= data.n_users()) {
+        Some(&u) => Err(PluginError::Data(format!(
+            "{model}: user {u} is not in the data ({} users)",
+            data.n_users()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Rejects a loss whose input the model cannot produce. Both models here produce full logits
 /// and sampled scores; a sampled loss must ask for at least one negative.
 pub(crate) fn check_loss(model: &str, loss: &dyn Loss) -> Result<(), Vec<ConfigError>> {

@@ -13,6 +13,7 @@
 use crate::common::{self, DEVICE};
 use crate::ops;
 use candle_core::{Tensor, Var};
+use pulse_api::config::{check_range, ConfigError};
 use pulse_api::rng::Rng;
 use pulse_api::PluginError;
 
@@ -22,6 +23,27 @@ const LN_EPS: f32 = 1e-12;
 const INIT_STD: f64 = 0.02;
 /// Added to masked attention scores (RecBole's value; `exp` of it underflows to exactly 0).
 const MASKED: f32 = -10_000.0;
+
+/// Range checks shared by the transformer models' configs; `heads` must divide `hidden_size`.
+pub(crate) fn check_dims(
+    errors: &mut Vec<ConfigError>,
+    hidden_size: usize,
+    inner_size: usize,
+    layers: usize,
+    heads: usize,
+) {
+    check_range(errors, "hidden_size", hidden_size, 1, 4096);
+    check_range(errors, "inner_size", inner_size, 1, 16384);
+    check_range(errors, "layers", layers, 1, 32);
+    check_range(errors, "heads", heads, 1, 64);
+    if heads > 0 && !hidden_size.is_multiple_of(heads) {
+        errors.push(ConfigError::invalid_value(
+            "heads",
+            format!("a divisor of hidden_size ({hidden_size})"),
+            heads,
+        ));
+    }
+}
 
 /// Sizes of the network.
 #[derive(Debug, Clone, Copy)]

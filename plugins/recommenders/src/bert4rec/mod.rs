@@ -26,7 +26,7 @@
 
 use crate::common::{self, ids, DEVICE};
 use crate::ops;
-use crate::transformer::{Batch, Dims, Dropout, Net};
+use crate::transformer::{self, Batch, Dims, Dropout, Net};
 use candle_core::{DType, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use pulse_api::config::check_range;
@@ -155,24 +155,14 @@ eval_every = 1
 
     fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        check_range(&mut errors, "hidden_size", self.hidden_size, 1, 4096);
-        check_range(&mut errors, "inner_size", self.inner_size, 1, 16384);
-        check_range(&mut errors, "layers", self.layers, 1, 32);
-        check_range(&mut errors, "heads", self.heads, 1, 64);
-        if self.heads > 0 && !self.hidden_size.is_multiple_of(self.heads) {
-            errors.push(ConfigError::invalid_value(
-                "heads",
-                format!("a divisor of hidden_size ({})", self.hidden_size),
-                self.heads,
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            errors.push(ConfigError::out_of_range(
-                "dropout",
-                "0 to <1",
-                self.dropout,
-            ));
-        }
+        transformer::check_dims(
+            &mut errors,
+            self.hidden_size,
+            self.inner_size,
+            self.layers,
+            self.heads,
+        );
+        common::check_dropout(&mut errors, self.dropout);
         if !(self.mask_ratio > 0.0 && self.mask_ratio <= 1.0) {
             errors.push(ConfigError::out_of_range(
                 "mask_ratio",
@@ -468,12 +458,7 @@ impl Recommender for Bert4Rec {
             .ok_or_else(|| common::not_prepared(Bert4RecConfig::TYPE))?;
         let model = &st.model;
         let n_items = model.n_items;
-        if let Some(&u) = users.iter().find(|&&u| u as usize >= data.n_users()) {
-            return Err(PluginError::Data(format!(
-                "bert4rec: user {u} is not in the data ({} users)",
-                data.n_users()
-            )));
-        }
+        common::check_users(Bert4RecConfig::TYPE, data, users)?;
         let dims = model.enc.dims;
         let l = dims.max_len;
         let items_t = model

@@ -144,13 +144,7 @@ eval_every = 1
         check_range(&mut errors, "embedding_size", self.embedding_size, 1, 4096);
         check_range(&mut errors, "hidden_size", self.hidden_size, 1, 4096);
         check_range(&mut errors, "layers", self.layers, 1, 16);
-        if !(0.0..1.0).contains(&self.dropout) {
-            errors.push(ConfigError::out_of_range(
-                "dropout",
-                "0 to <1",
-                self.dropout,
-            ));
-        }
+        common::check_dropout(&mut errors, self.dropout);
         check_range(&mut errors, "max_len", self.max_len, 1, 1024);
         check_range(&mut errors, "targets", self.targets, 0, 1024);
         self.train_config().validate(&mut errors);
@@ -438,12 +432,7 @@ impl Recommender for Gru4Rec {
             .as_ref()
             .ok_or_else(|| common::not_prepared(Gru4RecConfig::TYPE))?;
         let n_items = st.net.n_items;
-        if let Some(&u) = users.iter().find(|&&u| u as usize >= data.n_users()) {
-            return Err(PluginError::Data(format!(
-                "gru4rec: user {u} is not in the data ({} users)",
-                data.n_users()
-            )));
-        }
+        common::check_users(Gru4RecConfig::TYPE, data, users)?;
         let items_t = st
             .net
             .item

@@ -23,7 +23,7 @@
 //! position's hidden state dotted with every item embedding. Users are scored in batches.
 
 use crate::common::{self, ids, DEVICE};
-use crate::transformer::{Batch, Dims, Dropout, Net};
+use crate::transformer::{self, Batch, Dims, Dropout, Net};
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use pulse_api::config::check_range;
@@ -142,24 +142,14 @@ eval_every = 1
 
     fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        check_range(&mut errors, "hidden_size", self.hidden_size, 1, 4096);
-        check_range(&mut errors, "inner_size", self.inner_size, 1, 16384);
-        check_range(&mut errors, "layers", self.layers, 1, 32);
-        check_range(&mut errors, "heads", self.heads, 1, 64);
-        if self.heads > 0 && !self.hidden_size.is_multiple_of(self.heads) {
-            errors.push(ConfigError::invalid_value(
-                "heads",
-                format!("a divisor of hidden_size ({})", self.hidden_size),
-                self.heads,
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            errors.push(ConfigError::out_of_range(
-                "dropout",
-                "0 to <1",
-                self.dropout,
-            ));
-        }
+        transformer::check_dims(
+            &mut errors,
+            self.hidden_size,
+            self.inner_size,
+            self.layers,
+            self.heads,
+        );
+        common::check_dropout(&mut errors, self.dropout);
         check_range(&mut errors, "max_len", self.max_len, 1, 1024);
         self.train_config().validate(&mut errors);
         errors
@@ -366,12 +356,7 @@ impl Recommender for SasRec {
             .as_ref()
             .ok_or_else(|| common::not_prepared(SasRecConfig::TYPE))?;
         let dims = st.net.dims;
-        if let Some(&u) = users.iter().find(|&&u| u as usize >= data.n_users()) {
-            return Err(PluginError::Data(format!(
-                "sasrec: user {u} is not in the data ({} users)",
-                data.n_users()
-            )));
-        }
+        common::check_users(SasRecConfig::TYPE, data, users)?;
         let items_t = st
             .net
             .item
