@@ -18,6 +18,7 @@ use crate::error::PluginError;
 use crate::loss::{Loss, LossInput, SamplerSpec};
 use crate::prompt::{CompiledPrompt, Prompt, PromptContext, TemplateIssue};
 use crate::recommender::{EpochContext, ModelKind, Recommender, TrainConfig};
+use crate::side::{InputRequest, SideInputs};
 use candle_core::Tensor;
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -96,6 +97,14 @@ pub(crate) struct GuardedRecommender(pub Box<dyn Recommender>);
 impl Recommender for GuardedRecommender {
     fn kind(&self) -> ModelKind {
         self.0.kind()
+    }
+
+    fn inputs(&self) -> Vec<InputRequest> {
+        catch_unwind(AssertUnwindSafe(|| self.0.inputs())).unwrap_or_default()
+    }
+
+    fn attach(&mut self, side: &SideInputs) -> Result<(), PluginError> {
+        run("Recommender::attach", || self.0.attach(side))
     }
 
     fn prepare(&mut self, data: &SplitData, seed: u64) -> Result<(), PluginError> {

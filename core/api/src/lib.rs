@@ -21,6 +21,7 @@ pub mod prompt;
 pub mod recommender;
 pub mod rng;
 pub mod sections;
+pub mod side;
 pub mod stages;
 pub mod tracker;
 
@@ -41,6 +42,7 @@ pub use loss::{Exclude, Loss, LossBuilder, LossInput, LossSpec, SamplerKind, Sam
 pub use plugin::{Registrar, Registration};
 pub use prompt::{CompiledPrompt, Prompt, PromptContext, PromptItem, TemplateIssue};
 pub use recommender::{EpochContext, ModelKind, Progress, Recommender, TrainConfig};
+pub use side::{InputRequest, RationaleVectors, SideInputs, Vectors, THOUGHT_SPACE};
 pub use tracker::{Metric, RunInfo, RunRecorder, RunStatus, TrackError, Tracker};
 
 /// Version of this contract; part of the dynamic-plugin fingerprint.

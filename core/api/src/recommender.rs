@@ -7,6 +7,7 @@ use crate::config::{check_positive, check_range, ConfigError};
 use crate::data::{Phase, SplitData};
 use crate::error::PluginError;
 use crate::rng::Rng;
+use crate::side::{InputRequest, SideInputs};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,18 @@ pub struct EpochContext<'a> {
 /// A recommender model.
 pub trait Recommender: Send {
     fn kind(&self) -> ModelKind;
+
+    /// Side inputs (item or rationale vectors) this model needs; the runtime computes them
+    /// through the cached text stages and calls [`Recommender::attach`] before `prepare`.
+    fn inputs(&self) -> Vec<InputRequest> {
+        Vec::new()
+    }
+
+    /// Receives what [`Recommender::inputs`] asked for (called once, before `prepare`).
+    fn attach(&mut self, side: &SideInputs) -> Result<(), PluginError> {
+        let _ = side;
+        Ok(())
+    }
 
     /// Called once with the training data: allocate parameters (seeded), or fit outright for
     /// models without iterative training (pop, itemknn).

@@ -132,3 +132,136 @@ impl RationaleSection {
         e
     }
 }
+
+/// Which encoder parameters the thought-space stage trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThoughtTrain {
+    /// Every encoder weight (but the lowest `freeze_layers` layers and, when any are
+    /// frozen, the embeddings) and the projection heads.
+    Encoder,
+    /// The transformer layers, with the token embeddings frozen.
+    Layers,
+    /// Only the projection heads (needs `projection > 0`): the encoders stay as loaded.
+    Heads,
+}
+
+/// Sentence pooling of the thought-space encoders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThoughtPooling {
+    /// The backbone's own pooling (all-MiniLM-L6-v2: mean).
+    Default,
+    Mean,
+    Cls,
+}
+
+/// `[thought_space]`: the behaviour and rationale encoders trained with InfoNCE so that a
+/// behaviour (`[CONTEXT] History: … [CHOSEN_ITEM] …`) lands next to its own rationale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThoughtSpaceSection {
+    /// Name of a `[backbones.NAME]` section of type `bert`: both encoders start from it.
+    pub encoder: String,
+    /// One encoder for both sides (`true`) or two copies trained apart (the paper's).
+    pub shared: bool,
+    pub pooling: ThoughtPooling,
+    /// Width of a linear projection head on each side (0 = none: the encoder's width).
+    pub projection: usize,
+    /// What trains.
+    pub train: ThoughtTrain,
+    /// Lowest transformer layers kept frozen (with the embeddings) when `train = "encoder"`.
+    pub freeze_layers: usize,
+    /// InfoNCE temperature (PULSE's reference code: 1 on unnormalised CLS vectors; with the
+    /// L2-normalised vectors used here 0.05 is the usual scale).
+    pub temperature: f64,
+    /// Negatives per pair drawn from the other pairs of the batch (0 = all of them).
+    pub negatives: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// History items shown in the behaviour text (most recent last).
+    pub history: usize,
+    /// Token limit per text.
+    pub max_tokens: usize,
+    /// Share of the pairs held out for retrieval metrics and checkpoint choice.
+    pub valid_fraction: f64,
+    pub seed: u64,
+}
+
+impl Default for ThoughtSpaceSection {
+    fn default() -> Self {
+        Self {
+            encoder: String::new(),
+            shared: false,
+            pooling: ThoughtPooling::Default,
+            projection: 0,
+            train: ThoughtTrain::Encoder,
+            freeze_layers: 0,
+            temperature: 0.05,
+            negatives: 0,
+            epochs: 3,
+            batch_size: 32,
+            learning_rate: 5e-5,
+            weight_decay: 0.01,
+            history: 10,
+            max_tokens: 128,
+            valid_fraction: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+impl ThoughtSpaceSection {
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut e = Vec::new();
+        if self.encoder.is_empty() {
+            e.push(ConfigError::message(
+                "encoder",
+                "missing: name a [backbones.NAME] section of type \"bert\", as in encoder = \"minilm\"",
+            ));
+        }
+        if self.train == ThoughtTrain::Heads && self.projection == 0 {
+            e.push(ConfigError::message(
+                "projection",
+                "train = \"heads\" trains only the projection heads: set projection > 0 (e.g. 128)",
+            ));
+        }
+        check_range(&mut e, "projection", self.projection, 0, 8192);
+        check_range(&mut e, "freeze_layers", self.freeze_layers, 0, 64);
+        check_range(&mut e, "epochs", self.epochs, 0, 1000);
+        check_range(&mut e, "batch_size", self.batch_size, 2, 4096);
+        check_range(&mut e, "history", self.history, 1, 200);
+        check_range(&mut e, "max_tokens", self.max_tokens, 8, 4096);
+        if !(self.temperature > 1e-4 && self.temperature <= 100.0) {
+            e.push(ConfigError::out_of_range(
+                "temperature",
+                "between 0.0001 and 100",
+                self.temperature,
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            e.push(ConfigError::out_of_range(
+                "learning_rate",
+                "> 0",
+                self.learning_rate,
+            ));
+        }
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
+            e.push(ConfigError::out_of_range(
+                "weight_decay",
+                ">= 0",
+                self.weight_decay,
+            ));
+        }
+        if !(self.valid_fraction > 0.0 && self.valid_fraction < 0.9) {
+            e.push(ConfigError::out_of_range(
+                "valid_fraction",
+                "between 0 and 0.9 (exclusive)",
+                self.valid_fraction,
+            ));
+        }
+        e
+    }
+}

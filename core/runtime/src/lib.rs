@@ -180,6 +180,19 @@ pub fn run_plan(
     })
 }
 
+/// Computes a model's side inputs (item / rationale vectors) through the cached stages.
+type SideFn<'a> =
+    dyn Fn(&[pulse_api::InputRequest]) -> Result<pulse_stages::side::SideReport, RuntimeError> + 'a;
+
+fn stage_options(opts: &RunOptions) -> pulse_stages::StageOptions {
+    pulse_stages::StageOptions {
+        root: pulse_stages::stages_root(&opts.cache_dir),
+        show_progress: opts.show_progress,
+        max_chunks: None,
+        cancel: Some(opts.cancel.clone()),
+    }
+}
+
 /// `[rationales]` (when the trial has it) before the models: cached, so only the first trial
 /// that needs a row generates it. A failure is logged and the models still run; those that
 /// need the rows report their absence themselves.
@@ -191,12 +204,7 @@ fn run_text_stages(
     data: &SplitData,
     opts: &RunOptions,
 ) {
-    let stage_opts = pulse_stages::StageOptions {
-        root: pulse_stages::stages_root(&opts.cache_dir),
-        show_progress: opts.show_progress,
-        max_chunks: None,
-        cancel: Some(opts.cancel.clone()),
-    };
+    let stage_opts = stage_options(opts);
     match pulse_stages::spec::run_for_trial(
         registry,
         trial,
@@ -322,8 +330,22 @@ fn run_one(
         let data = data
             .as_ref()
             .map_err(|e| RuntimeError::Invalid(e.clone()))?;
+        let side = |requests: &[pulse_api::InputRequest]| {
+            let stage_opts = stage_options(opts);
+            let cx = pulse_stages::side::SideContext {
+                registry,
+                trial,
+                base_dir: &plan.base_dir,
+                cache_dir: &opts.cache_dir,
+                ds_name,
+                data,
+                opts: &stage_opts,
+            };
+            pulse_stages::side::side_inputs(&cx, requests)
+                .map_err(|e| RuntimeError::Invalid(format!("side inputs: {e}")))
+        };
         fit_and_evaluate(
-            registry, r, &section, data, trial.seed, model_name, opts, &mut rec, &mut row,
+            registry, r, &section, data, trial.seed, model_name, opts, &side, &mut rec, &mut row,
         )
     }))
     .unwrap_or_else(|p| Err(RuntimeError::Panic(panic_message(&p))));
@@ -362,12 +384,21 @@ fn fit_and_evaluate(
     seed: u64,
     model_name: &str,
     opts: &RunOptions,
+    side: &SideFn<'_>,
     rec: &mut Recorders,
     row: &mut RunRow,
 ) -> Result<(), RuntimeError> {
     let mut model = registry
         .build_recommender(section)
         .map_err(RuntimeError::Config)?;
+    let requests = model.inputs();
+    if !requests.is_empty() {
+        let t = Instant::now();
+        let report = side(&requests)?;
+        model.attach(&report.inputs)?;
+        rec.metrics(&report.metrics, 0);
+        rec.metric("side_inputs_seconds", t.elapsed().as_secs_f64(), 0);
+    }
     let mask: Mask = r.eval.mask;
     let settings = train::FitSettings {
         eval: &r.eval,

@@ -8,7 +8,7 @@ use crate::layers::{kind_of, value_at, Want};
 use crate::source::dotted;
 use pulse_api::config::did_you_mean;
 use pulse_api::sections::{EvalConfig, ExperimentSection, MetricName, SplitConfig, TrackerSection};
-use pulse_api::stages::RationaleSection;
+use pulse_api::stages::{RationaleSection, ThoughtSpaceSection};
 use pulse_api::{decode, Catalog, ConfigError, ConfigErrorKind, Family, Reference};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -28,6 +28,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "backbones",
     "prompts",
     "rationales",
+    "thought_space",
 ];
 
 /// One problem at a key path of the resolved tree.
@@ -140,6 +141,33 @@ impl<'a> Checker<'a> {
                         key: "prompt".into(),
                         family: Family::Prompt,
                         name: r.prompt,
+                    },
+                ));
+            }
+        }
+        if tree.get("thought_space").is_some() {
+            if let Some(t) = core_section::<ThoughtSpaceSection>(
+                tree,
+                "thought_space",
+                |s| s.validate(),
+                &mut issues,
+            ) {
+                if tree.get("rationales").is_none() {
+                    issues.push(
+                        Issue::new(
+                            vec!["thought_space".into()],
+                            Want::Header,
+                            "[thought_space] learns from rationales, but the spec has no [rationales] section",
+                        )
+                        .help("add [rationales] naming a generating backbone and a prompt"),
+                    );
+                }
+                refs.push((
+                    vec!["thought_space".to_string()],
+                    Reference {
+                        key: "encoder".into(),
+                        family: Family::Backbone,
+                        name: t.encoder,
                     },
                 ));
             }

@@ -46,7 +46,7 @@ pub fn stages_root(cache_dir: &Path) -> PathBuf {
     cache_dir.join("cache").join("stages")
 }
 
-fn io(what: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
+pub(crate) fn io(what: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
     move |source| StageError::Io {
         path: what.to_path_buf(),
         source,
@@ -72,7 +72,7 @@ pub fn open_dir(root: &Path, key: &StageKey) -> Result<PathBuf, StageError> {
 }
 
 /// Writes through a temporary file in the same directory, then renames it into place.
-fn write_atomic(
+pub(crate) fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<(), StageError> {

@@ -140,29 +140,36 @@ fn cached_table(
         }
     }
     let keys: Vec<String> = texts.into_iter().map(|(k, _)| k).collect();
-    let list: Vec<Series> = vectors
-        .iter()
-        .map(|v| Series::new("".into(), v.as_slice()))
-        .collect();
-    let mut df = DataFrame::new(
-        keys.len(),
-        vec![
-            Column::new("key".into(), keys.clone()),
-            Column::new("vector".into(), list),
-        ],
-    )
-    .map_err(|e| StageError::Table(e.to_string()))?;
-    write_parquet(&path, &mut df)?;
-    Ok(EmbeddingTable {
+    let table = EmbeddingTable {
         dir,
         keys,
         dim,
         vectors: vectors.concat(),
         computed: true,
-    })
+    };
+    write_table(&path, &table)?;
+    Ok(table)
 }
 
-fn read_table(path: &Path) -> Result<EmbeddingTable, StageError> {
+/// Writes `table` as one Parquet file (`key` string column, `vector` list-of-f32 column),
+/// atomically.
+pub(crate) fn write_table(path: &Path, table: &EmbeddingTable) -> Result<(), StageError> {
+    let list: Vec<Series> = (0..table.keys.len())
+        .map(|i| Series::new("".into(), table.row(i)))
+        .collect();
+    let mut df = DataFrame::new(
+        table.keys.len(),
+        vec![
+            Column::new("key".into(), table.keys.clone()),
+            Column::new("vector".into(), list),
+        ],
+    )
+    .map_err(|e| StageError::Table(e.to_string()))?;
+    write_parquet(path, &mut df)
+}
+
+/// Reads a table written by [`write_table`]; `dir` is left empty and `computed` false.
+pub(crate) fn read_table(path: &Path) -> Result<EmbeddingTable, StageError> {
     let df = read_parquet(path)?;
     let t = |e: PolarsError| StageError::Table(format!("{}: {e}", path.display()));
     let keys: Vec<String> = df

@@ -1,11 +1,15 @@
 //! From a planned trial to a stage run: decodes `[rationales]`, builds the backbone and the
 //! prompt it names through the registry, prepares the data set, checks the template against
-//! the data set's fields and runs [`run_rationales`]. Used by `pulse run` (before the models)
-//! and by `pulse rationales generate`.
+//! the data set's fields and runs [`run_rationales`]; and for `[thought_space]`, the rationale
+//! stage followed by [`run_thought_space`] on its rows. Used by `pulse run` (before the
+//! models) and by `pulse rationales generate`.
 
-use crate::rationale::{data_key, run_rationales, RationaleJob, RationaleReport, StageOptions};
+use crate::rationale::{
+    data_key, load_rationales, run_rationales, RationaleJob, RationaleReport, StageOptions,
+};
+use crate::thought::{run_thought_space, ThoughtJob, ThoughtSpace};
 use crate::StageError;
-use pulse_api::stages::RationaleSection;
+use pulse_api::stages::{RationaleSection, ThoughtSpaceSection};
 use pulse_api::{decode, ConfigError, LoadContext, SplitData, TemplateIssue};
 use pulse_registry::Registry;
 use pulse_spec::Trial;
@@ -102,6 +106,62 @@ pub fn run_for_trial(
         ctx: &ctx,
     };
     run_rationales(&job, opts).map(Some)
+}
+
+/// `[thought_space]` of a trial, if it has one (decoded and validated).
+pub fn thought_space_section(trial: &Trial) -> Result<Option<ThoughtSpaceSection>, StageError> {
+    let Some(v) = trial.resolved.value.get("thought_space") else {
+        return Ok(None);
+    };
+    let s: ThoughtSpaceSection = decode(v).map_err(|e| config(vec![e], "[thought_space]"))?;
+    let problems = s.validate();
+    if !problems.is_empty() {
+        return Err(config(problems, "[thought_space]"));
+    }
+    Ok(Some(s))
+}
+
+/// Runs the thought-space stage of `trial` on prepared data set `ds_name`: the trial's
+/// rationale stage first (cached, so a complete one generates nothing), then the encoders
+/// trained on its rows (or their cached tables). `None` when the trial has no
+/// `[thought_space]`.
+pub fn thought_space_for_trial(
+    registry: &Registry,
+    trial: &Trial,
+    base_dir: &Path,
+    cache_dir: &Path,
+    ds_name: &str,
+    data: &SplitData,
+    opts: &StageOptions,
+) -> Result<Option<ThoughtSpace>, StageError> {
+    let Some(s) = thought_space_section(trial)? else {
+        return Ok(None);
+    };
+    let Some(report) = run_for_trial(registry, trial, base_dir, cache_dir, ds_name, data, opts)?
+    else {
+        return Err(StageError::Invalid(
+            "[thought_space] trains on rationales: the spec needs a [rationales] section".into(),
+        ));
+    };
+    if !report.complete {
+        return Err(StageError::Interrupted(format!(
+            "rationale stage ({} of {} rows); rerun to resume it before the thought space",
+            report.cached + report.generated,
+            report.selected
+        )));
+    }
+    let rows = load_rationales(&report.dir)?;
+    let ctx = load_context(trial, base_dir, cache_dir);
+    let job = ThoughtJob {
+        data,
+        data_key: data_key(section(trial, "datasets", ds_name)?, &trial.resolved.split),
+        section: &s,
+        rationales: &rows,
+        encoder: section(trial, "backbones", &s.encoder)?,
+        ctx: &ctx,
+        losses: registry,
+    };
+    run_thought_space(&job, opts).map(Some)
 }
 
 /// The stage directory `[rationales]` of `trial` uses for data set `ds_name` (without loading

@@ -11,12 +11,12 @@ use serde_json::json;
 use std::path::Path;
 use std::sync::OnceLock;
 
-fn registry() -> &'static pulse_registry::Registry {
+pub(crate) fn registry() -> &'static pulse_registry::Registry {
     static R: OnceLock<pulse_registry::Registry> = OnceLock::new();
     R.get_or_init(pulse_registry::default_registry)
 }
 
-fn ctx() -> LoadContext {
+pub(crate) fn ctx() -> LoadContext {
     LoadContext {
         cache_dir: pulse_assets::cache_dir(),
         base_dir: ".".into(),
@@ -24,7 +24,7 @@ fn ctx() -> LoadContext {
     }
 }
 
-fn ml100k() -> &'static SplitData {
+pub(crate) fn ml100k() -> &'static SplitData {
     static D: OnceLock<SplitData> = OnceLock::new();
     D.get_or_init(|| {
         let ds = registry()
@@ -266,8 +266,8 @@ fn item_and_rationale_embeddings_are_cached_tables() {
             .unwrap()
             .computed
     );
-    // A rationale-only backbone cannot embed.
-    let slm = backbone(json!({"type": "gguf"}));
-    let e = embed_items(data, "x", &fields, slm.as_ref(), &ctx(), root.path()).unwrap_err();
+    // A generate-only backbone cannot embed (gguf models can now: mean hidden states).
+    let echo = backbone(json!({"type": "echo"}));
+    let e = embed_items(data, "x", &fields, echo.as_ref(), &ctx(), root.path()).unwrap_err();
     assert!(e.to_string().contains("cannot embed"), "{e}");
 }

@@ -1,7 +1,8 @@
-//! The backbones as pulse plugins (family `backbone`): `gguf` (generate), `bert` (embed) and
-//! `openai` (generate + embed). Each config only names the model; weights load in
-//! [`Backbone::open`], so validating a spec never reads them, and [`Backbone::id`] names the
-//! exact weights (catalog checksum, or path + size + mtime, or server + model) for cache keys.
+//! The backbones as pulse plugins (family `backbone`): `gguf` (generate + embed: the mean
+//! final hidden state, L2-normalised), `bert` (embed) and `openai` (generate + embed). Each
+//! config only names the model; weights load in [`Backbone::open`], so validating a spec never
+//! reads them, and [`Backbone::id`] names the exact weights (catalog checksum, or path + size +
+//! mtime, or server + model) for cache keys.
 
 use crate::bert::{Encoder, EncoderSource};
 use crate::chat::Message;
@@ -22,6 +23,7 @@ pub fn register(r: &mut Registrar) {
     r.backbone::<GgufConfig>(|c| Ok(Box::new(c)));
     r.backbone::<BertConfigSection>(|c| Ok(Box::new(c)));
     r.backbone::<OpenAiSection>(|c| Ok(Box::new(c)));
+    r.backbone::<crate::echo::EchoConfig>(|c| Ok(Box::new(c)));
 }
 
 fn err(e: impl std::fmt::Display) -> PluginError {
@@ -140,7 +142,7 @@ impl GgufConfig {
 impl PluginConfig for GgufConfig {
     const TYPE: &'static str = "gguf";
     const SUMMARY: &'static str =
-        "Small language model from a GGUF file (llama/SmolLM2, qwen2, gemma3) run with candle; capability: generate";
+        "Small language model from a GGUF file (llama/SmolLM2, qwen2, gemma3) run with candle; capabilities: generate, embed (mean final hidden state, L2-normalised)";
     const EXAMPLE: &'static str = r#"# Named asset (see `pulse assets list`); path = "model.gguf" (relative to the spec) overrides it.
 # With network and a build with `--features hf`: model = "hf:OWNER/REPO/FILE.gguf[@REVISION]".
 model = "smollm2-135m-instruct"
@@ -148,6 +150,8 @@ model = "smollm2-135m-instruct"
 device = "cpu"          # or "cuda:0"
 weights = "auto"        # auto | quantized | f32 | f16 | int8
 # threads = 2
+# embed: plain text (no chat template), first 512 tokens, mean of the final hidden states
+# (after the output norm), L2-normalised; always on, so `id` (the weights) names the vectors too.
 "#;
 
     fn validate(&self) -> Vec<ConfigError> {
@@ -170,7 +174,7 @@ impl Backbone for GgufConfig {
     }
 
     fn capabilities(&self) -> Vec<Capability> {
-        vec![Capability::Generate]
+        vec![Capability::Generate, Capability::Embed]
     }
 
     fn id(&self, ctx: &LoadContext) -> Result<String, PluginError> {
@@ -263,6 +267,12 @@ impl LoadedBackbone for LoadedGguf {
         // invariant: the engine reports every prompt exactly once before returning Ok.
         Ok(out.into_iter().flatten().collect())
     }
+
+    /// Fixed settings (512 tokens, normalised): the embedding stage keys its cache on
+    /// [`Backbone::id`] alone, so a setting that changed the vectors would need to be in it.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, PluginError> {
+        self.0.embed(texts).map_err(err)
+    }
 }
 
 /// `[backbones.NAME]` with `type = "bert"`.
@@ -288,6 +298,18 @@ impl Default for BertConfigSection {
 
 impl BertConfigSection {
     const HF: bool = false;
+
+    /// Where the weights come from, as [`Backbone::open`] reads them: for callers that
+    /// fine-tune the encoder ([`crate::bert::TrainableEncoder`]) rather than only embed.
+    pub fn source(&self, ctx: &LoadContext) -> EncoderSource {
+        match &self.path {
+            Some(p) => EncoderSource::Dir(resolve(p, ctx)),
+            None => EncoderSource::Asset {
+                name: self.model.clone(),
+                cache_dir: Some(ctx.cache_dir.clone()),
+            },
+        }
+    }
 }
 
 impl PluginConfig for BertConfigSection {
@@ -329,15 +351,8 @@ impl Backbone for BertConfigSection {
             .parse::<DeviceSpec>()
             .and_then(DeviceSpec::open)
             .map_err(err)?;
-        let source = match &self.path {
-            Some(p) => EncoderSource::Dir(resolve(p, ctx)),
-            None => EncoderSource::Asset {
-                name: self.model.clone(),
-                cache_dir: Some(ctx.cache_dir.clone()),
-            },
-        };
         Ok(Box::new(LoadedBert(
-            Encoder::load(&source, &device).map_err(err)?,
+            Encoder::load(&self.source(ctx), &device).map_err(err)?,
         )))
     }
 }
@@ -534,5 +549,28 @@ mod tests {
             ..GgufConfig::default()
         };
         assert_eq!(hf.id(&ctx).unwrap(), "hf:o/r/m.gguf@main");
+    }
+
+    #[test]
+    fn gguf_embeds_through_the_plugin() {
+        let cfg = GgufConfig::default();
+        assert_eq!(
+            cfg.capabilities(),
+            [Capability::Generate, Capability::Embed]
+        );
+        let ctx = LoadContext {
+            cache_dir: pulse_assets::cache_dir(),
+            base_dir: PathBuf::from("."),
+            seed: 0,
+        };
+        let texts = ["Toy Story (1995)", "Heat (1995). Action|Crime|Thriller"];
+        let got = cfg.open(&ctx).unwrap().embed(&texts).unwrap();
+        // The same vectors as the model's own `embed` (the plugin adds no settings of its own).
+        let direct = GgufBackbone::load_named(&cfg.model, &ctx.cache_dir, &LoadOptions::default())
+            .unwrap()
+            .embed(&texts)
+            .unwrap();
+        assert_eq!(got, direct);
+        assert_eq!(got[0].len(), 576);
     }
 }

@@ -19,6 +19,7 @@ pub mod pop;
 pub mod sasrec;
 #[cfg(test)]
 mod testing;
+pub mod text;
 mod transformer;
 
 pub use bert4rec::Bert4RecConfig;
@@ -28,6 +29,7 @@ pub use itemknn::ItemKnnConfig;
 pub use lightgcn::LightGcnConfig;
 pub use pop::PopConfig;
 pub use sasrec::SasRecConfig;
+pub use text::{PulseConfig, SlmEmbConfig, TextSeqConfig};
 
 /// Registers `pop`, `bpr-mf`, `sasrec`, `itemknn`, `lightgcn`, `gru4rec` and `bert4rec`.
 pub fn register(r: &mut pulse_api::Registrar) {
@@ -38,6 +40,9 @@ pub fn register(r: &mut pulse_api::Registrar) {
     r.recommender::<LightGcnConfig>(lightgcn::build);
     r.recommender::<Gru4RecConfig>(gru4rec::build);
     r.recommender::<Bert4RecConfig>(bert4rec::build);
+    r.recommender::<TextSeqConfig>(|c, l| text::build(c.settings(), l));
+    r.recommender::<SlmEmbConfig>(|c, l| text::build(c.settings(), l));
+    r.recommender::<PulseConfig>(|c, l| text::build(c.settings(), l));
 }
 
 #[cfg(test)]
@@ -83,7 +88,10 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["pop", "bpr-mf", "sasrec", "itemknn", "lightgcn", "gru4rec", "bert4rec"]
+            [
+                "pop", "bpr-mf", "sasrec", "itemknn", "lightgcn", "gru4rec", "bert4rec",
+                "text-seq", "slm-emb", "pulse"
+            ]
         );
 
         check(json!({"type": "pop"}), Ok(ModelKind::General));

@@ -52,7 +52,27 @@ impl Loss for Bpr {
     }
 }
 
-/// Builds `ce`, `bpr` (optional `negatives`, default 1) and `zero-negatives` (a sampled loss
+/// InfoNCE over a full similarity matrix: cross-entropy of `sim / temperature`.
+struct InfoNce {
+    temperature: f64,
+}
+
+impl Loss for InfoNce {
+    fn type_name(&self) -> &str {
+        "infonce"
+    }
+
+    fn input(&self) -> LossInput {
+        LossInput::Sampled { negatives: 10 }
+    }
+
+    fn full(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor, PluginError> {
+        let scaled = (logits / self.temperature)?;
+        Ok(candle_nn::loss::cross_entropy(&scaled, targets)?)
+    }
+}
+
+/// Builds `ce`, `infonce` (optional `temperature`, default 1), `bpr` (optional `negatives`, default 1) and `zero-negatives` (a sampled loss
 /// asking for no negatives, which no model can feed).
 pub struct TestLosses;
 
@@ -62,6 +82,9 @@ impl LossBuilder for TestLosses {
         let negatives = section["negatives"].as_u64().unwrap_or(1) as usize;
         match ty {
             "ce" => Ok(Arc::new(Ce)),
+            "infonce" => Ok(Arc::new(InfoNce {
+                temperature: section["temperature"].as_f64().unwrap_or(1.0),
+            })),
             "bpr" => Ok(Arc::new(Bpr { negatives })),
             "zero-negatives" => Ok(Arc::new(Bpr { negatives: 0 })),
             other => Err(vec![ConfigError::new(

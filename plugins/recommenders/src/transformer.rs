@@ -224,6 +224,35 @@ impl Net {
     pub fn forward(
         &self,
         batch: &Batch,
+        dropout: Option<Dropout<'_>>,
+    ) -> Result<Tensor, PluginError> {
+        let item = if dropout.is_some() {
+            self.item.as_tensor().clone()
+        } else {
+            self.item.as_detached_tensor()
+        };
+        let x = item.index_select(&batch.ids, 0)?;
+        self.encode(x, batch, dropout)
+    }
+
+    /// Like [`Net::forward`], from a table of input item vectors `[n_items + 1, hidden]` (the
+    /// last row is padding) instead of the net's own item embedding: the text models build
+    /// theirs from item text. The graph through `items` is kept when training.
+    pub fn forward_with(
+        &self,
+        items: &Tensor,
+        batch: &Batch,
+        dropout: Option<Dropout<'_>>,
+    ) -> Result<Tensor, PluginError> {
+        let x = items.index_select(&batch.ids, 0)?;
+        self.encode(x, batch, dropout)
+    }
+
+    /// The blocks over gathered input vectors `[rows · max_len, hidden]`.
+    fn encode(
+        &self,
+        x: Tensor,
+        batch: &Batch,
         mut dropout: Option<Dropout<'_>>,
     ) -> Result<Tensor, PluginError> {
         let train = dropout.is_some();
@@ -240,8 +269,6 @@ impl Net {
         let b = batch.rows;
         let dh = d / heads;
         let scale = 1.0 / (dh as f32).sqrt();
-
-        let x = w(&self.item).index_select(&batch.ids, 0)?;
         let x = ops::add_rows(&x, &w(&self.pos))?;
         let mut x = ops::layer_norm(&x, &w(&self.ln_g), &w(&self.ln_b), LN_EPS)?;
         if let Some(dr) = dropout.as_mut() {

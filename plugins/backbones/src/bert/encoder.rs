@@ -165,9 +165,14 @@ impl Encoder {
         &self.tokenizer
     }
 
-    /// The pooling read from the model's files.
+    /// The pooling read from the model's files (or set by [`Encoder::set_pooling`]).
     pub fn pooling(&self) -> Pooling {
         self.pooling
+    }
+
+    /// Pools with `pooling` instead of the model's own (e.g. CLS for a model fine-tuned so).
+    pub fn set_pooling(&mut self, pooling: Pooling) {
+        self.pooling = pooling;
     }
 
     /// The options in force.
@@ -197,11 +202,20 @@ impl Encoder {
         if texts.is_empty() {
             return Ok(Tensor::zeros((0, self.dim), DType::F32, &self.device)?);
         }
-        let ids = self.tokenizer.encode(texts)?;
+        self.encode_ids(&self.tokenizer.encode(texts)?)
+    }
+
+    /// Embeddings of already tokenized texts (ids with the special tokens, as
+    /// [`TextTokenizer::encode`] gives them), one row each in input order: `(ids.len(), dim)`,
+    /// F32. For callers that shape the token sequences themselves (e.g. cut a text to fit).
+    pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<Tensor, BertError> {
+        if ids.is_empty() {
+            return Ok(Tensor::zeros((0, self.dim), DType::F32, &self.device)?);
+        }
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let buckets = length_buckets(&lengths, self.opts.batch_size);
         let mut parts = Vec::with_capacity(buckets.len());
-        let mut order = Vec::with_capacity(texts.len());
+        let mut order = Vec::with_capacity(ids.len());
         for bucket in &buckets {
             let refs: Vec<&[u32]> = bucket.iter().map(|&i| ids[i].as_slice()).collect();
             let batch = TokenBatch::new(
@@ -220,7 +234,7 @@ impl Encoder {
         // `order[k]` is the input index of sorted row k; invert it to put rows back.
         let mut inverse = vec![0u32; order.len()];
         for (row, &input) in order.iter().enumerate() {
-            // invariant: rows < texts.len(), which fits u32 for any tensor candle can hold.
+            // invariant: rows < ids.len(), which fits u32 for any tensor candle can hold.
             inverse[input] = row as u32;
         }
         let inverse = Tensor::from_vec(inverse, order.len(), &self.device)?;

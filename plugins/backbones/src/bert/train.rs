@@ -175,6 +175,12 @@ impl TrainableEncoder {
         )?)
     }
 
+    /// Pools with `pooling` instead of the model's own, in [`TrainableEncoder::forward`] and
+    /// in inference through [`TrainableEncoder::encoder`].
+    pub fn set_pooling(&mut self, pooling: super::Pooling) {
+        self.encoder.set_pooling(pooling);
+    }
+
     /// The encoder with the current weights, for inference (no graph is kept).
     pub fn encoder(&self) -> &Encoder {
         &self.encoder

@@ -4,7 +4,9 @@
 //! `general.architecture` (llama / SmolLM2, qwen2, gemma3), builds the tokenizer and the chat
 //! template from the metadata, and loads the weights on the requested device in the requested
 //! [`WeightFormat`]. [`GgufBackbone::generate`] runs many prompts at once through the batched
-//! engine (see `engine.rs` for how batches are formed and shrink).
+//! engine (see `engine.rs` for how batches are formed and shrink). [`GgufBackbone::embed`]
+//! turns texts into vectors: the mean of the final hidden states (after the output norm) over
+//! each text's tokens, L2-normalised (see `embed.rs`).
 //!
 //! ```no_run
 //! use pulse_backbones::gguf::{GgufBackbone, LoadOptions};
@@ -16,11 +18,14 @@
 //! let prompt = model.apply_chat_template(&[Message::user("Why watch Star Wars?")], true)?;
 //! let out = model.generate(&[prompt], &GenParams::greedy(64))?;
 //! println!("{} ({} tokens, {})", out[0].text, out[0].new_tokens, out[0].finish_reason);
+//! let vectors = model.embed(&["Toy Story (1995)", "Aladdin (1992)"])?;
+//! assert_eq!(vectors[0].len(), model.config().n_embd);
 //! # Ok::<(), pulse_backbones::BackboneError>(())
 //! ```
 
 mod cache;
 mod config;
+mod embed;
 mod engine;
 mod int8;
 mod kernels;
@@ -31,6 +36,7 @@ mod simd;
 mod weights;
 
 pub use config::{Activation, Arch, Config, RopeStyle, SlidingWindow};
+pub use embed::EmbedParams;
 pub use engine::GenProgress;
 pub use weights::{WeightFormat, AUTO_DENSE_MAX_PARAMS};
 
@@ -266,6 +272,23 @@ impl GgufBackbone {
             params,
         }
         .run(prompts, on_done, on_progress)
+    }
+
+    /// One vector per text, in input order, with the default [`EmbedParams`]: the mean of the
+    /// final hidden states (after the output norm, before the LM head) over the text's tokens,
+    /// L2-normalised, `config().n_embd` wide. Texts are plain text (no chat template); ones
+    /// longer than 512 tokens are cut.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackboneError> {
+        self.embed_with(texts, &EmbedParams::default())
+    }
+
+    /// [`Self::embed`] with explicit parameters.
+    pub fn embed_with(
+        &self,
+        texts: &[&str],
+        params: &EmbedParams,
+    ) -> Result<Vec<Vec<f32>>, BackboneError> {
+        embed::embed(&self.model, &self.tokenizer, texts, params)
     }
 }
 

@@ -238,6 +238,30 @@ impl Model {
         tokens: &[u32],
         cache: &mut KvCache,
     ) -> candle_core::Result<Tensor> {
+        let x = self.layers_forward(tokens, cache)?;
+        let len = x.dim(1)?;
+        let last = x.narrow(1, len - 1, 1)?.squeeze(1)?.contiguous()?;
+        let h = candle_nn::ops::rms_norm(&last, &self.norm, self.cfg.rms_eps as f32)?;
+        self.lm_head.forward(&h)
+    }
+
+    /// The final hidden states (after the output norm, before the LM head) of `rows` sequences
+    /// of `tokens.len() / rows` tokens each (row-major), run from an empty cache:
+    /// `[rows, len, n_embd]`. Attention is causal, so a token's state depends only on the
+    /// tokens before it in its row: whatever follows a sequence's end (right padding) leaves
+    /// its states unchanged.
+    pub(crate) fn hidden_states(&self, tokens: &[u32], rows: usize) -> candle_core::Result<Tensor> {
+        if rows == 0 || !tokens.len().is_multiple_of(rows) || tokens.is_empty() {
+            candle_core::bail!("{} tokens for {rows} rows", tokens.len());
+        }
+        let mut cache = self.new_cache(rows, tokens.len() / rows)?;
+        let x = self.layers_forward(tokens, &mut cache)?;
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.norm, self.cfg.rms_eps as f32)
+    }
+
+    /// The transformer blocks over the new tokens: the residual stream `[rows, len, n_embd]`
+    /// before the output norm; the cache gains the tokens' keys and values.
+    fn layers_forward(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
         let rows = cache.rows();
         if rows == 0 || !tokens.len().is_multiple_of(rows) || tokens.is_empty() {
             candle_core::bail!("{} tokens for {rows} rows", tokens.len());
@@ -293,9 +317,7 @@ impl Model {
             x = self.block(i, layer, &x, cos, sin, vis, cache)?;
         }
         cache.advance(len);
-        let last = x.narrow(1, len - 1, 1)?.squeeze(1)?.contiguous()?;
-        let h = candle_nn::ops::rms_norm(&last, &self.norm, self.cfg.rms_eps as f32)?;
-        self.lm_head.forward(&h)
+        Ok(x)
     }
 
     /// Additive attention mask `[rows, 1, 1, len, live]` for the generic (non-CPU) path.
