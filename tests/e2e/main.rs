@@ -11,6 +11,7 @@ mod mlflow;
 mod mlflow_server;
 mod movielens;
 mod plugins;
+mod pulse_model;
 mod rationales;
 mod stats;
 mod synthetic;

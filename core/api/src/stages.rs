@@ -224,8 +224,9 @@ impl ThoughtSpaceSection {
         }
         if self.train == ThoughtTrain::Heads && self.projection == 0 {
             e.push(ConfigError::message(
-                "projection",
-                "train = \"heads\" trains only the projection heads: set projection > 0 (e.g. 128)",
+                "train",
+                "\"heads\" trains only the projection heads, and projection = 0 means none: \
+                 set projection > 0 (e.g. projection = 128)",
             ));
         }
         check_range(&mut e, "projection", self.projection, 0, 8192);

@@ -253,11 +253,12 @@ fn check_target(
     // invariant: `parse_key_path` returns at least one segment or an error.
     let top = path[0].as_str();
     match top {
-        "datasets" | "models" => {
-            let family = if top == "datasets" {
-                Family::Dataset
-            } else {
-                Family::Recommender
+        "datasets" | "models" | "backbones" | "prompts" => {
+            let family = match top {
+                "datasets" => Family::Dataset,
+                "backbones" => Family::Backbone,
+                "prompts" => Family::Prompt,
+                _ => Family::Recommender,
             };
             let known = declared(tree, top);
             if let Some(name) = path.get(1) {
@@ -295,7 +296,7 @@ fn check_target(
                 return None;
             }
         }
-        "experiment" | "split" | "eval" | "tracker" => {
+        "experiment" | "split" | "eval" | "tracker" | "rationales" | "thought_space" => {
             if path.len() < 2 {
                 issues.push(
                     issue(format!(
@@ -316,7 +317,7 @@ fn check_target(
         "sweep" | "ablation" | "plugins" => {
             issues.push(
                 issue(format!("{what} cannot change [{top}]"))
-                    .help("sweeps and ablations change experiment, split, eval, tracker, datasets or models keys"),
+                    .help("sweeps and ablations change experiment, split, eval, tracker, rationales, thought_space, datasets, models, backbones or prompts keys"),
             );
             return None;
         }

@@ -692,3 +692,56 @@ fn rationale_sections_are_checked() {
         &["unknown prompt type 'templat'"],
     );
 }
+
+#[test]
+fn thought_space_and_stage_ablations_are_checked() {
+    let base = format!(
+        "{GOOD}{TEXT_STAGE}[backbones.enc]\ntype = \"gguf\"\n\n[rationales]\nbackbone = \"slm\"\nprompt = \"why\"\n\n[thought_space]\n"
+    );
+    check(
+        &[("s.toml", &format!("{base}encoder = \"enc\"\n"))],
+        &[],
+        &[],
+    );
+    check(
+        &[(
+            "s.toml",
+            &format!("{base}encoder = \"enc\"\ntrain = \"heads\"\nbatch_size = 1\n"),
+        )],
+        &[],
+        &[
+            "s.toml:27:9: error: thought_space.train: \"heads\" trains only the projection heads",
+            "s.toml:28:14: error: thought_space.batch_size = 1 is out of range: allowed 2 to 4096",
+        ],
+    );
+    check(
+        &[("s.toml", &format!("{base}encoder = \"encc\"\n"))],
+        &[],
+        &["s.toml:26:11: error: thought_space.encoder refers to backbone 'encc', which is not declared\n  help: did you mean 'enc'?"],
+    );
+    // Ablations may change the text stages and their components.
+    let ok = format!(
+        "{base}encoder = \"enc\"\n\n[[ablation]]\nname = \"frozen\"\nset = {{ \"thought_space.epochs\" = 0, \"rationales.prompt\" = \"why\" }}\n"
+    );
+    check(&[("s.toml", &ok)], &[], &[]);
+    // A changed backbone key is checked against its plugin like a written one.
+    check(
+        &[(
+            "s.toml",
+            &ok.replace(
+                "\"rationales.prompt\" = \"why\"",
+                "\"backbones.slm.device\" = \"cpu\"",
+            ),
+        )],
+        &[],
+        &["unknown field 'device' in backbones.slm (type gguf)"],
+    );
+    check(
+        &[(
+            "s.toml",
+            &format!("{base}encoder = \"enc\"\n\n[[ablation]]\nname = \"x\"\nset = {{ \"backbones.nope.device\" = \"cpu\" }}\n"),
+        )],
+        &[],
+        &["ablation 'x' key \"backbones.nope.device\" refers to backbone 'nope', which is not declared"],
+    );
+}
