@@ -304,3 +304,38 @@ impl Net {
         Ok(x)
     }
 }
+
+/// Users scored per forward pass.
+pub(crate) const SCORE_CHUNK: usize = 256;
+
+/// `r · max_len + max_len − 1` for r < [`SCORE_CHUNK`]: the last position of each scored row.
+pub(crate) fn last_positions(max_len: usize) -> Result<Tensor, PluginError> {
+    let last: Vec<u32> = (0..SCORE_CHUNK)
+        .map(|r| (r * max_len + max_len - 1) as u32)
+        .collect();
+    Ok(Tensor::from_vec(last, SCORE_CHUNK, &DEVICE)?)
+}
+
+/// Scores of every item for each user (row-major `users × n_items`): the last position's
+/// hidden state of the causal net over the user's history, dotted with the first `n_items`
+/// rows of `items` (`[n_items + 1, hidden]`, detached), in chunks of [`SCORE_CHUNK`] users.
+pub(crate) fn score_last(
+    net: &Net,
+    items: &Tensor,
+    last: &Tensor,
+    data: &pulse_api::SplitData,
+    phase: pulse_api::Phase,
+    users: &[u32],
+) -> Result<Vec<f32>, PluginError> {
+    let dims = net.dims;
+    let items_t = items.narrow(0, 0, dims.n_items)?.t()?;
+    let mut out = Vec::with_capacity(users.len() * dims.n_items);
+    for chunk in users.chunks(SCORE_CHUNK) {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|&u| data.history(u, phase)).collect();
+        let batch = Batch::new(&seqs, &dims)?;
+        let hidden = net.forward_with(items, &batch, None)?;
+        let h = hidden.index_select(&last.narrow(0, 0, chunk.len())?, 0)?;
+        out.extend(h.matmul(&items_t)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}

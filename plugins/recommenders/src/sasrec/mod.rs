@@ -22,7 +22,7 @@
 //! **Scoring.** The user's history as of the phase, last `max_len` items, no dropout; the last
 //! position's hidden state dotted with every item embedding. Users are scored in batches.
 
-use crate::common::{self, ids, DEVICE};
+use crate::common::{self, ids};
 use crate::transformer::{self, Batch, Dims, Dropout, Net};
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -196,9 +196,6 @@ struct State {
     last_positions: Tensor,
 }
 
-/// Users scored per forward pass.
-const SCORE_CHUNK: usize = 256;
-
 /// Cuts training sequences into windows of at most `len + 1` items from their ends, neighbours
 /// sharing one item, so that every item but a sequence's first is a target exactly once.
 pub(crate) fn windows(train: &[Vec<u32>], len: usize) -> Vec<Vec<u32>> {
@@ -315,14 +312,12 @@ impl Recommender for SasRec {
                 ..ParamsAdamW::default()
             },
         )?;
-        let l = dims.max_len;
-        let last: Vec<u32> = (0..SCORE_CHUNK).map(|r| (r * l + l - 1) as u32).collect();
         self.state = Some(State {
             net,
             opt,
             windows,
             sampler: common::sampler_for(self.loss.as_ref(), data),
-            last_positions: Tensor::from_vec(last, SCORE_CHUNK, &DEVICE)?,
+            last_positions: transformer::last_positions(dims.max_len)?,
         });
         Ok(())
     }
@@ -355,24 +350,9 @@ impl Recommender for SasRec {
             .state
             .as_ref()
             .ok_or_else(|| common::not_prepared(SasRecConfig::TYPE))?;
-        let dims = st.net.dims;
         common::check_users(SasRecConfig::TYPE, data, users)?;
-        let items_t = st
-            .net
-            .item
-            .as_detached_tensor()
-            .narrow(0, 0, dims.n_items)?
-            .t()?;
-        let mut out = Vec::with_capacity(users.len() * dims.n_items);
-        for chunk in users.chunks(SCORE_CHUNK) {
-            let seqs: Vec<Vec<u32>> = chunk.iter().map(|&u| data.history(u, phase)).collect();
-            let batch = Batch::new(&seqs, &dims)?;
-            let hidden = st.net.forward(&batch, None)?;
-            let last = st.last_positions.narrow(0, 0, chunk.len())?;
-            let h = hidden.index_select(&last, 0)?;
-            out.extend(h.matmul(&items_t)?.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(out)
+        let items = st.net.item.as_detached_tensor();
+        transformer::score_last(&st.net, &items, &st.last_positions, data, phase, users)
     }
 
     fn snapshot(&self) -> Result<Vec<(String, Tensor)>, PluginError> {

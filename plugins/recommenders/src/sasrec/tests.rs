@@ -2,6 +2,7 @@
 //! determinism and configuration checks.
 
 use super::*;
+use crate::common::DEVICE;
 use crate::testing::{self, TestLosses};
 
 fn small(loss: &str) -> SasRecConfig {

@@ -12,7 +12,7 @@
 
 use super::config::Settings;
 use crate::common::{self, ids, DEVICE};
-use crate::transformer::{Batch, Dims, Dropout, Net};
+use crate::transformer::{self, Batch, Dims, Dropout, Net};
 use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use pulse_api::{
@@ -23,8 +23,6 @@ use pulse_data::NegativeSampler;
 use rand::seq::SliceRandom;
 use std::sync::Arc;
 
-/// Users scored per forward pass.
-const SCORE_CHUNK: usize = 256;
 /// Initial spread of the projection and why-head weights (the transformer's `INIT_STD`).
 const INIT_STD: f64 = 0.02;
 
@@ -400,8 +398,6 @@ impl Recommender for TextRec {
                 ..ParamsAdamW::default()
             },
         )?;
-        let l = dims.max_len;
-        let last: Vec<u32> = (0..SCORE_CHUNK).map(|r| (r * l + l - 1) as u32).collect();
         if let Some(r) = &self.rationales {
             tracing::info!(
                 "{}: {} rationale vectors ({}-d) for the why loss, λ = {}",
@@ -420,7 +416,7 @@ impl Recommender for TextRec {
             opt,
             windows,
             sampler: common::sampler_for(self.loss.as_ref(), data),
-            last_positions: Tensor::from_vec(last, SCORE_CHUNK, &DEVICE)?,
+            last_positions: transformer::last_positions(dims.max_len)?,
         });
         Ok(())
     }
@@ -453,20 +449,9 @@ impl Recommender for TextRec {
             .state
             .as_ref()
             .ok_or_else(|| common::not_prepared(self.name()))?;
-        let dims = st.net.dims;
         common::check_users(self.name(), data, users)?;
         let table = self.item_table(st, false)?;
-        let items_t = table.narrow(0, 0, dims.n_items)?.t()?;
-        let mut out = Vec::with_capacity(users.len() * dims.n_items);
-        for chunk in users.chunks(SCORE_CHUNK) {
-            let seqs: Vec<Vec<u32>> = chunk.iter().map(|&u| data.history(u, phase)).collect();
-            let batch = Batch::new(&seqs, &dims)?;
-            let hidden = st.net.forward_with(&table, &batch, None)?;
-            let last = st.last_positions.narrow(0, 0, chunk.len())?;
-            let h = hidden.index_select(&last, 0)?;
-            out.extend(h.matmul(&items_t)?.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(out)
+        transformer::score_last(&st.net, &table, &st.last_positions, data, phase, users)
     }
 
     fn snapshot(&self) -> Result<Vec<(String, Tensor)>, PluginError> {
