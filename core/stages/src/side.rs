@@ -6,7 +6,7 @@
 
 use crate::embed::{embed_items, embed_rationales, EmbeddingTable};
 use crate::rationale::{data_key, StageOptions};
-use crate::spec::{run_for_trial, thought_space_for_trial};
+use crate::spec::{self, run_for_trial, thought_space_for_trial};
 use crate::StageError;
 use pulse_api::{
     InputRequest, LoadContext, RationaleVectors, SideInputs, SplitData, Vectors, THOUGHT_SPACE,
@@ -29,35 +29,12 @@ pub struct SideContext<'a> {
 }
 
 impl SideContext<'_> {
-    fn section(&self, table: &str, name: &str) -> Result<&serde_json::Value, StageError> {
-        self.trial
-            .resolved
-            .value
-            .get(table)
-            .and_then(|t| t.get(name))
-            .ok_or_else(|| StageError::Invalid(format!("no [{table}.{name}] in the spec")))
-    }
-
     fn load_context(&self) -> LoadContext {
-        LoadContext {
-            cache_dir: self.cache_dir.to_path_buf(),
-            base_dir: self.base_dir.to_path_buf(),
-            seed: self.trial.seed,
-        }
+        spec::load_context(self.trial, self.base_dir, self.cache_dir)
     }
 
     fn backbone(&self, name: &str) -> Result<Box<dyn pulse_api::Backbone>, StageError> {
-        self.registry
-            .build_backbone(self.section("backbones", name)?)
-            .map_err(|errs| {
-                StageError::Invalid(format!(
-                    "[backbones.{name}]: {}",
-                    errs.iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ))
-            })
+        spec::backbone(self.registry, self.trial, name)
     }
 
     fn thought_space(&self) -> Result<crate::thought::ThoughtSpace, StageError> {
@@ -134,7 +111,7 @@ pub fn side_inputs(
                     let fields: Vec<String> =
                         cx.data.item_text.iter().map(|(f, _)| f.clone()).collect();
                     let key = data_key(
-                        cx.section("datasets", cx.ds_name)?,
+                        spec::section(cx.trial, "datasets", cx.ds_name)?,
                         &cx.trial.resolved.split,
                     );
                     embed_items(

@@ -10,7 +10,7 @@ use crate::rationale::{
 use crate::thought::{run_thought_space, ThoughtJob, ThoughtSpace};
 use crate::StageError;
 use pulse_api::stages::{RationaleSection, ThoughtSpaceSection};
-use pulse_api::{decode, ConfigError, LoadContext, SplitData, TemplateIssue};
+use pulse_api::{decode, Backbone, ConfigError, LoadContext, Prompt, SplitData, TemplateIssue};
 use pulse_registry::Registry;
 use pulse_spec::Trial;
 use serde_json::Value;
@@ -36,7 +36,11 @@ pub fn rationale_section(trial: &Trial) -> Result<Option<RationaleSection>, Stag
     }
 }
 
-fn section<'a>(trial: &'a Trial, table: &str, name: &str) -> Result<&'a Value, StageError> {
+pub(crate) fn section<'a>(
+    trial: &'a Trial,
+    table: &str,
+    name: &str,
+) -> Result<&'a Value, StageError> {
     trial
         .resolved
         .value
@@ -45,7 +49,24 @@ fn section<'a>(trial: &'a Trial, table: &str, name: &str) -> Result<&'a Value, S
         .ok_or_else(|| StageError::Invalid(format!("no [{table}.{name}] in the spec")))
 }
 
-fn load_context(trial: &Trial, base_dir: &Path, cache_dir: &Path) -> LoadContext {
+/// Builds `[backbones.NAME]` of a trial through the registry.
+pub(crate) fn backbone(
+    registry: &Registry,
+    trial: &Trial,
+    name: &str,
+) -> Result<Box<dyn Backbone>, StageError> {
+    registry
+        .build_backbone(section(trial, "backbones", name)?)
+        .map_err(|e| config(e, &format!("[backbones.{name}]")))
+}
+
+fn prompt(registry: &Registry, trial: &Trial, name: &str) -> Result<Box<dyn Prompt>, StageError> {
+    registry
+        .build_prompt(section(trial, "prompts", name)?)
+        .map_err(|e| config(e, &format!("[prompts.{name}]")))
+}
+
+pub(crate) fn load_context(trial: &Trial, base_dir: &Path, cache_dir: &Path) -> LoadContext {
     LoadContext {
         cache_dir: cache_dir.to_path_buf(),
         base_dir: base_dir.to_path_buf(),
@@ -85,12 +106,8 @@ pub fn run_for_trial(
     let Some(s) = rationale_section(trial)? else {
         return Ok(None);
     };
-    let backbone = registry
-        .build_backbone(section(trial, "backbones", &s.backbone)?)
-        .map_err(|e| config(e, &format!("[backbones.{}]", s.backbone)))?;
-    let prompt = registry
-        .build_prompt(section(trial, "prompts", &s.prompt)?)
-        .map_err(|e| config(e, &format!("[prompts.{}]", s.prompt)))?;
+    let backbone = backbone(registry, trial, &s.backbone)?;
+    let prompt = prompt(registry, trial, &s.prompt)?;
     let compiled = prompt.compile(base_dir)?;
     let fields: Vec<String> = data.item_text.iter().map(|(f, _)| f.clone()).collect();
     compiled
@@ -176,12 +193,8 @@ pub fn stage_dir(
     let Some(s) = rationale_section(trial)? else {
         return Ok(None);
     };
-    let backbone = registry
-        .build_backbone(section(trial, "backbones", &s.backbone)?)
-        .map_err(|e| config(e, &format!("[backbones.{}]", s.backbone)))?;
-    let prompt = registry
-        .build_prompt(section(trial, "prompts", &s.prompt)?)
-        .map_err(|e| config(e, &format!("[prompts.{}]", s.prompt)))?;
+    let backbone = backbone(registry, trial, &s.backbone)?;
+    let prompt = prompt(registry, trial, &s.prompt)?;
     let compiled = prompt.compile(base_dir)?;
     let ctx = load_context(trial, base_dir, cache_dir);
     let data = SplitData::default();
@@ -217,9 +230,7 @@ pub fn check_prompt_fields(
     let Some(s) = rationale_section(trial)? else {
         return Ok(Vec::new());
     };
-    let prompt = registry
-        .build_prompt(section(trial, "prompts", &s.prompt)?)
-        .map_err(|e| config(e, &format!("[prompts.{}]", s.prompt)))?;
+    let prompt = prompt(registry, trial, &s.prompt)?;
     let compiled = match prompt.compile(base_dir) {
         Ok(c) => c,
         Err(issue) => {
