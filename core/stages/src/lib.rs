@@ -17,6 +17,7 @@
 pub mod cache;
 pub mod embed;
 pub mod json;
+mod progress;
 pub mod rationale;
 pub mod select;
 pub mod side;

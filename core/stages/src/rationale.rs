@@ -9,9 +9,9 @@
 
 use crate::cache::{open_dir, read_chunks, write_chunk, StageKey};
 use crate::json::{parse_rationale, ParseStatus};
+use crate::progress::progress_bar;
 use crate::select::{select, Example};
 use crate::StageError;
-use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::*;
 use pulse_api::stages::RationaleSection;
 use pulse_api::{
@@ -21,7 +21,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -218,15 +218,10 @@ pub fn run_rationales(
     let backbone_id = job.backbone.id(job.ctx)?;
     let params = gen_params_json(job.section).to_string();
     let settings = job.section.gen_settings();
-    let bar = progress_bar(opts.show_progress, pending.len());
+    let bar = progress_bar(opts, "rationales", "users", pending.len());
     let started = Instant::now();
     for (n, chunk) in pending.chunks(job.section.chunk_size).enumerate() {
-        if opts.max_chunks.is_some_and(|m| n >= m)
-            || opts
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-        {
+        if opts.max_chunks.is_some_and(|m| n >= m) || opts.cancelled() {
             break;
         }
         let contexts: Vec<PromptContext> = chunk
@@ -297,20 +292,6 @@ pub fn run_rationales(
         }
     );
     Ok(report)
-}
-
-fn progress_bar(show: bool, len: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template(
-        "rationales [{bar:28.cyan/blue}] {pos}/{len} users {msg} ETA {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar
 }
 
 /// A readable one-line item: title (year) when the data set has them, else the id.

@@ -26,6 +26,7 @@ pub use metrics::{retrieval, Retrieval};
 
 use crate::cache::{open_dir, write_atomic, StageKey};
 use crate::embed::{read_table, write_table, EmbeddingTable};
+use crate::progress::progress_bar;
 use crate::rationale::{RationaleRow, StageOptions};
 use crate::StageError;
 use pulse_api::plugin::decode_section;
@@ -48,6 +49,9 @@ pub const THOUGHT_STAGE: &str = "thought-space";
 const ITEMS: &str = "items.parquet";
 const RATIONALES: &str = "rationales.parquet";
 const METRICS: &str = "metrics.json";
+
+/// Texts encoded between two looks at the stop flag in the final pass.
+const ENCODE_CHUNK: usize = 256;
 
 /// Random streams drawn from `section.seed`, one per use, so changing one use (say, the batch
 /// size) leaves the others' draws alone.
@@ -245,10 +249,16 @@ pub(crate) fn run(
         .map(|i| text::item_query_text(job.data, i, &fields))
         .collect();
     let item_ids = text::tokens(towers.tokenizer(), &item_texts)?;
-    let items = towers.vectors(model::Side::Behaviour, &item_ids)?;
+    let items = encode(&towers, model::Side::Behaviour, &item_ids, opts, "items")?;
     let rationales = match &fit.rationale_pooled {
         Some(pooled) => towers.project(model::Side::Rationale, pooled)?.detach(),
-        None => towers.vectors(model::Side::Rationale, &rationale)?,
+        None => encode(
+            &towers,
+            model::Side::Rationale,
+            &rationale,
+            opts,
+            "rationales",
+        )?,
     };
     let table = |keys: Vec<String>, v: candle_core::Tensor| -> Result<EmbeddingTable, StageError> {
         let dim = v.dim(1)?;
@@ -302,6 +312,41 @@ pub(crate) fn run(
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((space, Some(towers)))
+}
+
+/// The final vectors of one side, in chunks of [`ENCODE_CHUNK`] texts, so that a stop request
+/// is noticed within seconds and the bar moves (ml-1m's item texts alone take about a minute
+/// on 2 cores).
+fn encode(
+    towers: &model::Towers,
+    side: model::Side,
+    ids: &[Vec<u32>],
+    opts: &StageOptions,
+    what: &str,
+) -> Result<candle_core::Tensor, StageError> {
+    let bar = progress_bar(
+        opts,
+        &format!("thought space: encoding {what}"),
+        what,
+        ids.len(),
+    );
+    let mut parts = Vec::with_capacity(ids.len().div_ceil(ENCODE_CHUNK));
+    for chunk in ids.chunks(ENCODE_CHUNK) {
+        if opts.cancelled() {
+            bar.abandon();
+            return Err(StageError::Interrupted(format!(
+                "thought-space encoding of the {what}; the tables were not stored, a rerun \
+                 starts over"
+            )));
+        }
+        parts.push(towers.vectors(side, chunk)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    if parts.is_empty() {
+        return towers.vectors(side, ids);
+    }
+    Ok(candle_core::Tensor::cat(&parts, 0)?)
 }
 
 fn load_cached(dir: &Path, started: Instant) -> Result<ThoughtSpace, StageError> {

@@ -583,13 +583,15 @@ fn training_touches_exactly_the_weights_the_mode_trains() {
     }
 }
 
-#[test]
-fn a_cancelled_run_says_so_and_stores_nothing() {
+/// A stop request is noticed in training and, with nothing to train, in the final encoding
+/// pass; either way no complete directory is left behind.
+fn check_cancelled(epochs: usize, says: &str) {
     let root = tempfile::tempdir().unwrap();
     let rows = template_rows(16);
     let section = ThoughtSpaceSection {
         history: 2,
         max_tokens: 32,
+        epochs,
         ..heads_section()
     };
     let enc = encoder_section();
@@ -602,7 +604,13 @@ fn a_cancelled_run_says_so_and_stores_nothing() {
     let j = job(&section, &rows, &enc, &c);
     let e = run_thought_space(&j, &o).unwrap_err();
     assert!(matches!(e, StageError::Interrupted(_)), "{e}");
-    assert!(e.to_string().contains("thought-space training"), "{e}");
+    assert!(e.to_string().contains(says), "{e}");
     let dir = thought_key(&j).unwrap().dir(root.path());
     assert!(!dir.join("metrics.json").exists());
+}
+
+#[test]
+fn a_cancelled_run_says_so_and_stores_nothing() {
+    check_cancelled(1, "thought-space training (epoch 1)");
+    check_cancelled(0, "thought-space encoding of the items");
 }

@@ -8,17 +8,16 @@
 use super::metrics::retrieval;
 use super::model::{Side, Snapshot, Towers};
 use super::{rng, EpochMetrics, STREAM_BATCHES};
+use crate::progress::progress_bar;
 use crate::rationale::StageOptions;
 use crate::StageError;
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use indicatif::{ProgressBar, ProgressStyle};
 use pulse_api::stages::ThoughtSpaceSection;
 use pulse_api::{Loss, LossBuilder};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -157,20 +156,6 @@ fn evaluate(
     Ok(retrieval(&sim))
 }
 
-fn progress_bar(show: bool, len: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template(
-        "thought space [{bar:28.cyan/blue}] {pos}/{len} pairs {msg} ETA {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar
-}
-
 fn log_epoch(m: &EpochMetrics) {
     let loss = m.loss.map_or("-".to_string(), |l| format!("{l:.4}"));
     tracing::info!(
@@ -247,7 +232,7 @@ pub(crate) fn fit(
         // Epoch 0 may stay the best: keep its weights.
         best = Some(towers.snapshot()?);
         let mut rng = rng(s.seed, STREAM_BATCHES);
-        let bar = progress_bar(opts.show_progress, s.epochs * data.train.len());
+        let bar = progress_bar(opts, "thought space", "pairs", s.epochs * data.train.len());
         let (mut trained, mut train_secs) = (0usize, 0f64);
         for epoch in 1..=s.epochs {
             let epoch_start = Instant::now();
@@ -255,11 +240,7 @@ pub(crate) fn fit(
             order.shuffle(&mut rng);
             let (mut loss_sum, mut batches, mut pairs) = (0f64, 0usize, 0usize);
             for batch in order.chunks(s.batch_size) {
-                if opts
-                    .cancel
-                    .as_ref()
-                    .is_some_and(|c| c.load(Ordering::Relaxed))
-                {
+                if opts.cancelled() {
                     bar.abandon();
                     return Err(StageError::Interrupted(format!(
                         "thought-space training (epoch {epoch}); nothing was stored, a rerun \
