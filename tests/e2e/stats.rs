@@ -69,6 +69,18 @@ fn compare_vs_aggregates_seeds_and_tests_per_user() {
         md.contains(" ± ") && md.contains(" *") && md.contains("Holm"),
         "{md}"
     );
+    // --ci: each model's interval over users contains its mean.
+    let out = pulse(store.path(), &["compare", "--ci", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    for r in &rows {
+        let mean = r["metrics"]["ndcg@10"]["mean"].as_f64().unwrap();
+        let ci = r["ci95"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no interval: {r:#}"));
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(lo < mean && mean < hi && hi - lo < 0.5, "{r:#}");
+    }
     // --per-seed keeps one row per run; an unknown reference is a clear error.
     let out = pulse(store.path(), &["compare", "--per-seed", "--format", "json"]);
     let per_run: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();

@@ -3,7 +3,9 @@
 //! mean ± sample sd; with `--vs MODEL` each group is also tested against that model's group on
 //! the same data set and trial, by paired tests over per-user test metrics (each user's value
 //! averaged over the group's seeds, users matched by id): the paired t-test and the Wilcoxon
-//! signed-rank test, each Holm-corrected across every comparison in the table.
+//! signed-rank test, each Holm-corrected across every comparison in the table. With `--ci` each
+//! group also gets the 95% confidence interval of its mean over test users, the yardstick for
+//! comparing against a figure published elsewhere (no per-user values to pair with).
 
 use crate::cli::TableFormat;
 use crate::table::Row;
@@ -121,15 +123,37 @@ fn paired(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> Paired {
     }
 }
 
-/// Renders the seed-aggregated table, with paired tests against `vs` when given. `per_user`
-/// loads a run's per-user metric (None when the run has none, e.g. read from a server).
+/// The optional columns of the aggregated table.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    /// Paired tests against this model.
+    pub vs: Option<&'a str>,
+    /// The per-user metric of the tests and the interval.
+    pub metric: &'a str,
+    /// The 95% confidence interval of the mean over users.
+    pub ci: bool,
+}
+
+/// 95% normal-approximation interval of the mean of `xs` (None under two values).
+fn ci95(xs: &[f64]) -> Option<(f64, f64)> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let (m, sd) = mean_sd(xs);
+    let half = 1.96 * sd / (xs.len() as f64).sqrt();
+    Some((m - half, m + half))
+}
+
+/// Renders the seed-aggregated table, with paired tests against `vs` and the per-user
+/// confidence interval when asked. `per_user` loads a run's per-user metric (None when the run
+/// has none, e.g. read from a server).
 pub fn render(
     rows: &[Row],
-    vs: Option<&str>,
-    metric: &str,
+    want: &Columns<'_>,
     per_user: &dyn Fn(&Row) -> Option<BTreeMap<String, f64>>,
     format: TableFormat,
 ) -> Result<String, String> {
+    let (vs, metric) = (want.vs, want.metric);
     let groups = groups(rows);
     if let Some(v) = vs {
         if !groups.iter().any(|g| g.model == v) {
@@ -141,7 +165,7 @@ pub fn render(
         }
     }
     // Paired tests, then Holm across the whole table (each test separately).
-    let means: Vec<Option<BTreeMap<String, f64>>> = if vs.is_some() {
+    let means: Vec<Option<BTreeMap<String, f64>>> = if vs.is_some() || want.ci {
         groups.iter().map(|g| user_means(g, per_user)).collect()
     } else {
         vec![None; groups.len()]
@@ -202,6 +226,9 @@ pub fn render(
     header.push("model".into());
     header.push("seeds".into());
     header.extend(cols.iter().cloned());
+    if want.ci {
+        header.push(format!("95% CI {metric} (users)"));
+    }
     if let Some(v) = vs {
         header.push(format!("Δ{metric} vs {v}"));
         header.push("p (t-test, Holm)".into());
@@ -240,6 +267,12 @@ pub fn render(
                 serde_json::json!({"mean": m, "sd": sd, "n": xs.len()}),
             );
         }
+        let interval = means[i]
+            .as_ref()
+            .and_then(|m| ci95(&m.values().copied().collect::<Vec<_>>()));
+        if want.ci {
+            l.push(interval.map_or("n/a".into(), |(lo, hi)| format!("[{lo:.4}, {hi:.4}]")));
+        }
         let mut jt = serde_json::Value::Null;
         if vs.is_some() {
             match &tests[i] {
@@ -270,6 +303,7 @@ pub fn render(
             "trial": g.trial, "dataset": g.dataset, "model": g.model,
             "seeds": g.rows.iter().map(|r| r.seed).collect::<Vec<_>>(),
             "metrics": stats, "vs": jt,
+            "ci95": interval.map(|(lo, hi)| [lo, hi]),
         }));
         lines.push(l);
     }
@@ -322,7 +356,7 @@ mod tests {
     }
 
     #[track_caller]
-    fn check(rows: &[Row], vs: Option<&str>, expected: &[&str]) {
+    fn check(rows: &[Row], vs: Option<&str>, ci: bool, expected: &[&str]) {
         // Model "good" beats "base" for every user; "same" equals "base".
         let per_user = |r: &Row| -> Option<BTreeMap<String, f64>> {
             let shift = match r.model.as_str() {
@@ -335,7 +369,12 @@ mod tests {
                     .collect(),
             )
         };
-        let out = render(rows, vs, "ndcg@10", &per_user, TableFormat::Md).unwrap();
+        let want = Columns {
+            vs,
+            metric: "ndcg@10",
+            ci,
+        };
+        let out = render(rows, &want, &per_user, TableFormat::Md).unwrap();
         for e in expected {
             assert!(out.contains(e), "missing {e:?} in\n{out}");
         }
@@ -352,10 +391,11 @@ mod tests {
             row("same", 2, 0.12),
         ];
         assert!(has_seed_groups(&rows));
-        check(&rows, None, &["| base  | 2     | 0.1100 ± 0.0141 |"]);
+        check(&rows, None, false, &["| base  | 2     | 0.1100 ± 0.0141 |"]);
         check(
             &rows,
             Some("base"),
+            false,
             &[
                 "| good  | 2     | 0.2100 ± 0.0141 | +34.0%",
                 "<1e-16 *",
@@ -365,8 +405,34 @@ mod tests {
                 "Holm",
             ],
         );
-        let err = render(&rows, Some("nope"), "ndcg@10", &|_| None, TableFormat::Md).unwrap_err();
+        let nope = Columns {
+            vs: Some("nope"),
+            metric: "ndcg@10",
+            ci: false,
+        };
+        let err = render(&rows, &nope, &|_| None, TableFormat::Md).unwrap_err();
         assert!(err.contains("models here: base, good, same"), "{err}");
+    }
+
+    #[test]
+    fn interval_is_over_users() {
+        // Per-user values (u % 7) / 10 for 50 users: mean 0.294, sample sd 0.2045, so the
+        // half-width is 1.96 · 0.2045 / √50 = 0.0567; "good" is the same shifted by 0.1.
+        let rows = vec![row("base", 1, 0.10), row("good", 1, 0.20)];
+        check(
+            &rows,
+            None,
+            true,
+            &[
+                "95% CI ndcg@10 (users)",
+                "[0.2373, 0.3507]",
+                "[0.3373, 0.4507]",
+            ],
+        );
+        assert_eq!(ci95(&[0.5]), None);
+        let (lo, hi) = ci95(&[0.0, 1.0, 0.0, 1.0]).unwrap();
+        // mean 0.5, sd 0.5774, n 4: ± 1.96 · 0.2887.
+        assert!((lo - (0.5 - 0.565_8)).abs() < 1e-3 && (hi - 1.065_8).abs() < 1e-3);
     }
 
     #[test]

@@ -174,6 +174,11 @@ pub struct StatsArgs {
     /// One row per run even when several seeds of a configuration exist.
     #[arg(long)]
     pub per_seed: bool,
+    /// Add the 95% confidence interval of --metric's mean over test users (normal
+    /// approximation; each user's value averaged over seeds): how far a published figure can
+    /// lie from this model's before the difference says anything.
+    #[arg(long)]
+    pub ci: bool,
 }
 
 /// A spec file and its overrides.

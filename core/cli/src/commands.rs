@@ -477,7 +477,10 @@ fn compare_table(
             }
         })
         .collect();
-    if !all && !stats.per_seed && (stats.vs.is_some() || aggregate::has_seed_groups(&rows)) {
+    if !all
+        && !stats.per_seed
+        && (stats.vs.is_some() || stats.ci || aggregate::has_seed_groups(&rows))
+    {
         let dirs: BTreeMap<&str, &Path> = runs
             .iter()
             .map(|r| (r.info.run_id.as_str(), r.dir.as_path()))
@@ -486,8 +489,13 @@ fn compare_table(
             dirs.get(row.run_id.as_str())
                 .and_then(|d| aggregate::read_per_user(d, &stats.metric))
         };
-        let out = aggregate::render(&rows, stats.vs.as_deref(), &stats.metric, &per_user, format)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let want = aggregate::Columns {
+            vs: stats.vs.as_deref(),
+            metric: &stats.metric,
+            ci: stats.ci,
+        };
+        let out =
+            aggregate::render(&rows, &want, &per_user, format).map_err(|e| anyhow::anyhow!(e))?;
         print!("{out}");
         return Ok(exit::OK);
     }
