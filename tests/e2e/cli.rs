@@ -73,6 +73,36 @@ fn every_example_is_a_valid_spec_section() {
     assert!(stderr(&out).contains("sasrec"), "{}", stderr(&out));
 }
 
+/// Every spec the repository ships (the README's commands run them) passes `pulse validate`.
+#[test]
+fn every_shipped_spec_validates() {
+    let store = tempfile::tempdir().unwrap();
+    let mut specs = Vec::new();
+    let mut dirs = vec![root().join("experiments")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                specs.push(path);
+            }
+        }
+    }
+    specs.sort();
+    assert!(specs.len() >= 10, "{specs:?}");
+    for path in specs {
+        let rel = path.strip_prefix(root()).unwrap().to_str().unwrap();
+        let out = pulse(store.path(), &["validate", rel, "--no-env"]);
+        assert!(
+            out.status.success() && stdout(&out).contains(": ok"),
+            "{rel}:\n{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+}
+
 #[test]
 fn bad_specs_are_rejected_with_located_errors() {
     let store = tempfile::tempdir().unwrap();
