@@ -1,6 +1,8 @@
 //! `pulse compare` over seeds and against a reference model: runs that differ only by seed are
 //! grouped (same trial label without its `seed=` part, data set and model) and shown as
-//! mean ± sample sd; with `--vs MODEL` each group is also tested against that model's group on
+//! mean ± sample sd (runs are seeds of one configuration only when their params agree, see
+//! [`config_of`]; otherwise each configuration is its own row, labelled by what differs); with
+//! `--vs MODEL` each group is also tested against that model's group on
 //! the same data set and trial, by paired tests over per-user test metrics (each user's value
 //! averaged over the group's seeds, users matched by id): the paired t-test and the Wilcoxon
 //! signed-rank test, each Holm-corrected across every comparison in the table. With `--ci` each
@@ -9,6 +11,7 @@
 
 use crate::cli::TableFormat;
 use crate::table::Row;
+use pulse_api::RunInfo;
 use pulse_eval::stats::{holm, mean_sd, paired_t, wilcoxon};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -36,9 +39,7 @@ struct Paired {
 
 /// Whether the rows hold more than one seed of the same configuration.
 pub fn has_seed_groups(rows: &[Row]) -> bool {
-    let mut seen = BTreeSet::new();
-    rows.iter()
-        .any(|r| !seen.insert((base_label(&r.trial), &r.dataset, &r.model)))
+    groups(rows).iter().any(|g| g.rows.len() > 1)
 }
 
 /// A trial label without its `seed=N` part.
@@ -54,14 +55,56 @@ fn base_label(label: &str) -> String {
     }
 }
 
+/// The params a run's result depends on besides its seed: the flattened spec without the
+/// `experiment.*` keys (name, seeds, which models ran), the tracker, and the sections of the
+/// other models and data sets.
+pub fn config_of(info: &RunInfo) -> BTreeMap<String, String> {
+    let own_model = format!("models.{}.", info.model);
+    let own_data = format!("datasets.{}.", info.dataset);
+    info.params
+        .iter()
+        .filter(|(k, _)| {
+            !(k.starts_with("experiment.")
+                || k.starts_with("tracker.")
+                || (k.starts_with("models.") && !k.starts_with(&own_model))
+                || (k.starts_with("datasets.") && !k.starts_with(&own_data)))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Sections written by the user and read by plugins: a key only one run has is a setting the
+/// other left at its default, so it is a difference.
+fn plugin_key(k: &str) -> bool {
+    ["models.", "datasets.", "backbones.", "prompts."]
+        .iter()
+        .any(|p| k.starts_with(p))
+}
+
+/// Keys whose values differ between two configurations. In the core sections (split, eval, …)
+/// every key is written with its default, so a key only one run has was added by a later pulse
+/// version and does not count: old and new runs of one spec stay seeds.
+fn differing<'a>(a: &'a BTreeMap<String, String>, b: &'a BTreeMap<String, String>) -> Vec<&'a str> {
+    let keys: BTreeSet<&'a String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| match (a.get(*k), b.get(*k)) {
+            (Some(v), Some(w)) => v != w,
+            _ => plugin_key(k),
+        })
+        .map(String::as_str)
+        .collect()
+}
+
 fn groups(rows: &[Row]) -> Vec<Group<'_>> {
     let mut out: Vec<Group<'_>> = Vec::new();
     for r in rows.iter().filter(|r| r.status == "FINISHED") {
         let trial = base_label(&r.trial);
-        match out
-            .iter_mut()
-            .find(|g| g.trial == trial && g.dataset == r.dataset && g.model == r.model)
-        {
+        match out.iter_mut().find(|g| {
+            g.trial == trial
+                && g.dataset == r.dataset
+                && g.model == r.model
+                && differing(&g.rows[0].config, &r.config).is_empty()
+        }) {
             Some(g) => g.rows.push(r),
             None => out.push(Group {
                 trial,
@@ -69,6 +112,34 @@ fn groups(rows: &[Row]) -> Vec<Group<'_>> {
                 model: r.model.clone(),
                 rows: vec![r],
             }),
+        }
+    }
+    // Configurations that share a label get what sets them apart appended to it.
+    let snapshot: Vec<(String, String, String, BTreeMap<String, String>)> = out
+        .iter()
+        .map(|g| {
+            let c = g.rows[0].config.clone();
+            (g.trial.clone(), g.dataset.clone(), g.model.clone(), c)
+        })
+        .collect();
+    for (i, g) in out.iter_mut().enumerate() {
+        let (trial, dataset, model, config) = &snapshot[i];
+        let mut keys = BTreeSet::new();
+        for (j, (t, d, m, c)) in snapshot.iter().enumerate() {
+            if i != j && t == trial && d == dataset && m == model {
+                keys.extend(differing(config, c));
+            }
+        }
+        if !keys.is_empty() {
+            let prefix = format!("models.{model}.");
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    let v = config.get(*k).map_or("default", String::as_str);
+                    format!("{}={v}", k.strip_prefix(&prefix).unwrap_or(k))
+                })
+                .collect();
+            g.trial = format!("{} ({})", g.trial, parts.join(", "));
         }
     }
     out
@@ -352,6 +423,7 @@ mod tests {
             metrics: [("ndcg@10".to_string(), ndcg)].into(),
             best_epoch: None,
             seconds: None,
+            config: [("models.m.layers".to_string(), "2".to_string())].into(),
         }
     }
 
@@ -433,6 +505,54 @@ mod tests {
         let (lo, hi) = ci95(&[0.0, 1.0, 0.0, 1.0]).unwrap();
         // mean 0.5, sd 0.5774, n 4: ± 1.96 · 0.2887.
         assert!((lo - (0.5 - 0.565_8)).abs() < 1e-3 && (hi - 1.065_8).abs() < 1e-3);
+    }
+
+    #[test]
+    fn seeds_group_only_within_one_configuration() {
+        let with = |mut r: Row, k: &str, v: &str| {
+            r.config.insert(k.into(), v.into());
+            r
+        };
+        let rows = vec![
+            row("m", 1, 0.10),
+            row("m", 2, 0.12),
+            // Same spec run by a later version that writes one more key: still a seed.
+            with(row("m", 3, 0.14), "eval.new_key", "x"),
+            // Another learning rate, run outside the spec with --set: its own row.
+            with(row("m", 1, 0.30), "models.m.learning_rate", "0.003"),
+            with(row("m", 2, 0.32), "models.m.learning_rate", "0.003"),
+        ];
+        let mut rows = rows;
+        for r in rows.iter_mut().take(3) {
+            r.config
+                .insert("models.m.learning_rate".into(), "0.001".into());
+        }
+        let g = groups(&rows);
+        assert_eq!(g.len(), 2, "{g:#?}");
+        assert_eq!(g[0].rows.len(), 3);
+        assert_eq!(g[0].trial, "base (learning_rate=0.001)");
+        assert_eq!(g[1].trial, "base (learning_rate=0.003)");
+        check(
+            &rows,
+            None,
+            false,
+            &[
+                "| base (learning_rate=0.001) | m     | 3     | 0.1200 ± 0.0200 |",
+                "| base (learning_rate=0.003) | m     | 2     | 0.3100 ± 0.0141 |",
+            ],
+        );
+        // A setting only one run makes is a difference; the other keeps the default.
+        let pair = [
+            with(row("m", 1, 0.1), "models.m.batch_size", "32"),
+            row("m", 2, 0.1),
+        ];
+        let labels: Vec<String> = groups(&pair).into_iter().map(|g| g.trial).collect();
+        assert_eq!(
+            labels,
+            ["base (batch_size=32)", "base (batch_size=default)"]
+        );
+        // Differently configured runs with one seed each are not seed groups.
+        assert!(!has_seed_groups(&[rows[0].clone(), rows[3].clone()]));
     }
 
     #[test]

@@ -314,6 +314,7 @@ fn run(
             metrics: r.test.clone(),
             best_epoch: r.best_epoch.map(|e| e as f64),
             seconds: Some(r.seconds),
+            config: BTreeMap::new(),
         })
         .collect();
     println!("\nTest results ({}):\n", plan.experiment.name);
@@ -474,6 +475,7 @@ fn compare_table(
                 metrics: r.test_metrics(),
                 best_epoch: latest.get("best_epoch").copied(),
                 seconds: latest.get("run_seconds").copied(),
+                config: aggregate::config_of(&r.info),
             }
         })
         .collect();

@@ -19,6 +19,9 @@ pub struct Row {
     pub metrics: BTreeMap<String, f64>,
     pub best_epoch: Option<f64>,
     pub seconds: Option<f64>,
+    /// What the run's result depends on besides its seed (see [`crate::aggregate::config_of`]);
+    /// runs are seeds of one configuration only when these are equal.
+    pub config: BTreeMap<String, String>,
 }
 
 /// Metric columns in a readable order: by cut-off, then hr, ndcg, mrr, recall, precision.
@@ -229,6 +232,7 @@ mod tests {
             metrics: [("ndcg@10".to_string(), ndcg), ("hr@10".to_string(), 0.5)].into(),
             best_epoch: None,
             seconds: Some(1.0),
+            config: BTreeMap::new(),
         }
     }
 
