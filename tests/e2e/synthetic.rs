@@ -253,3 +253,46 @@ fn check_interrupt(signal: &str) {
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["status"], "KILLED", "{rows:#?}");
 }
+
+/// `[experiment] train_budget_minutes`: a spent budget ends training after the epoch in flight,
+/// and the run is still tested (best validation epoch) and says why it stopped.
+#[test]
+fn a_training_budget_stops_a_run_and_is_recorded() {
+    let store = tempfile::tempdir().unwrap();
+    let out = pulse(
+        store.path(),
+        &[
+            "run",
+            SPEC,
+            "--no-progress",
+            "--set",
+            "experiment.models=[\"sasrec\"]",
+            "--set",
+            "experiment.train_budget_minutes=0.00001",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("training budget of 0.0 min spent after epoch 1"),
+        "{}",
+        stderr(&out)
+    );
+    let rows = compare_json(store.path(), "e2e-synthetic");
+    assert_eq!(rows[0]["status"], "FINISHED", "{rows:#?}");
+    assert!(metric(&rows, "sasrec", "ndcg@10") > 0.0);
+    let dir = store
+        .path()
+        .join("e2e-synthetic")
+        .join(rows[0]["run_id"].as_str().unwrap());
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let last = |key: &str| {
+        metrics
+            .lines()
+            .rev()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|m| m["key"] == key)
+            .map(|m| m["value"].as_f64().unwrap())
+    };
+    assert_eq!(last("epochs"), Some(1.0), "{metrics}");
+    assert_eq!(last("stopped_by_budget"), Some(1.0), "{metrics}");
+}

@@ -24,6 +24,10 @@ pub struct ExperimentSection {
     pub datasets: Vec<String>,
     /// Models to run (default: every one declared under `[models]`).
     pub models: Vec<String>,
+    /// Wall-clock minutes each run may train: after the first epoch that ends past it,
+    /// training stops as if early-stopped and the best validation epoch is tested (RecBole's
+    /// reference runs were cut the same way). None: no limit.
+    pub train_budget_minutes: Option<f64>,
 }
 
 impl Default for ExperimentSection {
@@ -36,6 +40,7 @@ impl Default for ExperimentSection {
             extends: Vec::new(),
             datasets: Vec::new(),
             models: Vec::new(),
+            train_budget_minutes: None,
         }
     }
 }
@@ -63,6 +68,15 @@ impl ExperimentSection {
                 "a non-empty name of letters, digits, '-', '_' or '.'",
                 format!("'{}'", self.name),
             ));
+        }
+        if let Some(m) = self.train_budget_minutes {
+            if !(m > 0.0 && m.is_finite()) {
+                e.push(ConfigError::out_of_range(
+                    "train_budget_minutes",
+                    "> 0 (leave the key out for no limit)",
+                    m,
+                ));
+            }
         }
         e
     }

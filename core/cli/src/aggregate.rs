@@ -56,15 +56,15 @@ fn base_label(label: &str) -> String {
 }
 
 /// The params a run's result depends on besides its seed: the flattened spec without the
-/// `experiment.*` keys (name, seeds, which models ran), the tracker, and the sections of the
-/// other models and data sets.
+/// `experiment.*` keys (name, seeds, which models ran; the training budget stays), the
+/// tracker, and the sections of the other models and data sets.
 pub fn config_of(info: &RunInfo) -> BTreeMap<String, String> {
     let own_model = format!("models.{}.", info.model);
     let own_data = format!("datasets.{}.", info.dataset);
     info.params
         .iter()
         .filter(|(k, _)| {
-            !(k.starts_with("experiment.")
+            !((k.starts_with("experiment.") && k.as_str() != "experiment.train_budget_minutes")
                 || k.starts_with("tracker.")
                 || (k.starts_with("models.") && !k.starts_with(&own_model))
                 || (k.starts_with("datasets.") && !k.starts_with(&own_data)))

@@ -407,6 +407,10 @@ fn fit_and_evaluate(
         label: model_name.to_string(),
         show_progress: opts.show_progress,
         cancel: &opts.cancel,
+        budget: r
+            .experiment
+            .train_budget_minutes
+            .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
     };
     let fit = train::fit(model.as_mut(), data, &settings, rec)?;
     row.best_epoch = fit.best_epoch;
@@ -420,6 +424,9 @@ fn fit_and_evaluate(
         summary.push(("epoch_seconds".into(), s));
     }
     summary.push(("epochs".into(), fit.epochs as f64));
+    if fit.budget_stop {
+        summary.push(("stopped_by_budget".into(), 1.0));
+    }
     rec.metrics(&summary, 0);
 
     let has_valid = data.valid.iter().any(|v| !v.is_empty());

@@ -1,7 +1,7 @@
 //! The training loop the core owns for every trained model: epochs, validation every
 //! `eval_every` epochs on the configured metric, best-epoch snapshot, early stopping with
-//! patience, restore of the best weights, and the metric stream (train loss and validation
-//! metrics per epoch) sent to the run recorders.
+//! patience or a wall-clock training budget, restore of the best weights, and the metric stream
+//! (train loss and validation metrics per epoch) sent to the run recorders.
 
 use crate::progress::EpochBar;
 use crate::record::Recorders;
@@ -23,6 +23,8 @@ pub struct FitOutcome {
     pub seconds: f64,
     /// Mean seconds per training epoch (excluding validation).
     pub epoch_seconds: Option<f64>,
+    /// Training stopped because `FitSettings::budget` ran out.
+    pub budget_stop: bool,
 }
 
 /// Everything the loop needs besides the model.
@@ -34,6 +36,8 @@ pub struct FitSettings<'a> {
     pub show_progress: bool,
     /// Checked after every epoch: when set, training stops with `RuntimeError::Interrupted`.
     pub cancel: &'a std::sync::atomic::AtomicBool,
+    /// Wall-clock training budget, checked after every epoch (its validation included).
+    pub budget: Option<std::time::Duration>,
 }
 
 /// Prepares and (when the model trains iteratively) trains `model`, leaving the best weights in.
@@ -67,6 +71,7 @@ pub fn fit(
     let mut best: Option<(f64, usize, Weights)> = None;
     let mut since_best = 0usize;
     let mut stopped_early = false;
+    let mut budget_stop = false;
     let mut epochs = 0usize;
     let mut train_secs = 0.0;
     for epoch in 1..=tc.epochs {
@@ -91,7 +96,10 @@ pub fn fit(
             return Err(RuntimeError::Diverged { epoch, loss });
         }
         rec.metric("train/loss", loss, epoch as i64);
-        if !has_valid || (epoch % tc.eval_every != 0 && epoch != tc.epochs) {
+        let over_budget = s.budget.is_some_and(|b| started.elapsed() >= b);
+        // The last epoch before the budget runs out is validated, so that it can be kept.
+        let validate = epoch % tc.eval_every == 0 || epoch == tc.epochs || over_budget;
+        if !has_valid || !validate {
             continue;
         }
         let res = pulse_eval::evaluate(&*model, data, Phase::Valid, &eval_cfg, s.mask, s.seed)?;
@@ -118,6 +126,10 @@ pub fn fit(
                 break;
             }
         }
+        if over_budget && epoch < tc.epochs {
+            budget_stop = true;
+            break;
+        }
     }
     // The bar is cleared first so that the log line does not tear it.
     bar.finish();
@@ -126,6 +138,14 @@ pub fn fit(
             "{}: early stop at epoch {epochs} ({} rounds without a better valid {watch_key})",
             s.label,
             tc.patience
+        );
+    }
+    if budget_stop {
+        tracing::info!(
+            "{}: training budget of {:.1} min spent after epoch {epochs}; keeping the best \
+             validation epoch",
+            s.label,
+            s.budget.map_or(0.0, |b| b.as_secs_f64() / 60.0)
         );
     }
     let (best_valid, best_epoch) = match best {
@@ -141,6 +161,7 @@ pub fn fit(
         best_valid,
         seconds: started.elapsed().as_secs_f64(),
         epoch_seconds: (epochs > 0).then(|| train_secs / epochs as f64),
+        budget_stop,
     })
 }
 
@@ -223,6 +244,17 @@ mod tests {
     /// Runs the loop over a script and returns (epochs run, best epoch, restored state).
     #[track_caller]
     fn check(script: &[bool], patience: usize, expected: (usize, Option<usize>, usize)) {
+        let out = check_with(script, patience, None, expected);
+        assert!(!out.budget_stop);
+    }
+
+    #[track_caller]
+    fn check_with(
+        script: &[bool],
+        patience: usize,
+        budget: Option<std::time::Duration>,
+        expected: (usize, Option<usize>, usize),
+    ) -> FitOutcome {
         let mut model = Scripted {
             script: script.to_vec(),
             state: 0,
@@ -236,10 +268,12 @@ mod tests {
             label: "scripted".into(),
             show_progress: false,
             cancel: &std::sync::atomic::AtomicBool::new(false),
+            budget,
         };
         let mut rec = Recorders::start(&mut [], &test_info());
         let out = fit(&mut model, &data(), &settings, &mut rec).unwrap();
         assert_eq!((out.epochs, out.best_epoch, model.state), expected);
+        out
     }
 
     fn test_info() -> pulse_api::RunInfo {
@@ -272,5 +306,26 @@ mod tests {
         check(&[false, true, true, false], 0, (4, Some(2), 2));
         // Improvement at the last epoch is kept.
         check(&[false, false, true], 5, (3, Some(3), 3));
+    }
+
+    #[test]
+    fn a_spent_budget_stops_after_the_epoch_and_keeps_the_best() {
+        use std::time::Duration;
+        // Spent from the start: one epoch runs, is validated and kept.
+        let out = check_with(
+            &[true, true, true],
+            0,
+            Some(Duration::ZERO),
+            (1, Some(1), 1),
+        );
+        assert!(out.budget_stop);
+        // A budget that outlasts training changes nothing.
+        let out = check_with(
+            &[false, true, false],
+            0,
+            Some(Duration::from_secs(3600)),
+            (3, Some(2), 2),
+        );
+        assert!(!out.budget_stop);
     }
 }
