@@ -115,23 +115,17 @@ fn groups(rows: &[Row]) -> Vec<Group<'_>> {
         }
     }
     // Configurations that share a label get what sets them apart appended to it.
-    let snapshot: Vec<(String, String, String, BTreeMap<String, String>)> = out
+    let labels: Vec<Option<String>> = out
         .iter()
         .map(|g| {
-            let c = g.rows[0].config.clone();
-            (g.trial.clone(), g.dataset.clone(), g.model.clone(), c)
-        })
-        .collect();
-    for (i, g) in out.iter_mut().enumerate() {
-        let (trial, dataset, model, config) = &snapshot[i];
-        let mut keys = BTreeSet::new();
-        for (j, (t, d, m, c)) in snapshot.iter().enumerate() {
-            if i != j && t == trial && d == dataset && m == model {
-                keys.extend(differing(config, c));
-            }
-        }
-        if !keys.is_empty() {
-            let prefix = format!("models.{model}.");
+            let config = &g.rows[0].config;
+            let keys: BTreeSet<&str> = out
+                .iter()
+                .filter(|h| !std::ptr::eq(*h, g) && h.trial == g.trial)
+                .filter(|h| h.dataset == g.dataset && h.model == g.model)
+                .flat_map(|h| differing(config, &h.rows[0].config))
+                .collect();
+            let prefix = format!("models.{}.", g.model);
             let parts: Vec<String> = keys
                 .iter()
                 .map(|k| {
@@ -139,7 +133,12 @@ fn groups(rows: &[Row]) -> Vec<Group<'_>> {
                     format!("{}={v}", k.strip_prefix(&prefix).unwrap_or(k))
                 })
                 .collect();
-            g.trial = format!("{} ({})", g.trial, parts.join(", "));
+            (!parts.is_empty()).then(|| format!("{} ({})", g.trial, parts.join(", ")))
+        })
+        .collect();
+    for (g, label) in out.iter_mut().zip(labels) {
+        if let Some(l) = label {
+            g.trial = l;
         }
     }
     out
