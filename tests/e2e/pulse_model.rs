@@ -10,6 +10,7 @@ fn spec(seed: u64) -> String {
         r#"[experiment]
 name = "pulse-e2e"
 seed = 1
+models = ["pulse"]
 
 [datasets.ml100k]
 type = "recbole-atomic"
@@ -44,6 +45,9 @@ seed = {seed}
 type = "pulse"
 why_weight = 0.5
 epochs = 2
+
+[models.pop]
+type = "pop"
 "#
     )
 }
@@ -128,4 +132,17 @@ fn pulse_trains_on_a_cached_thought_space() {
     // Same seed, same cached vectors: the model's result repeats exactly.
     let again = super::metric(&compare_json(&warm_store, "pulse-e2e"), "pulse", "ndcg@10");
     assert_eq!(again, ndcg);
+
+    // A run of only the models that read no rationale rows skips the stage altogether.
+    let pop_store = dir.path().join("pop");
+    let out = pulse(
+        &pop_store,
+        &["run", spec_arg, "--set", r#"experiment.models=["pop"]"#],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("rationales for"), "{log}");
+    assert!(!log.contains("thought space"), "{log}");
+    let pop = super::metric(&compare_json(&pop_store, "pulse-e2e"), "pop", "ndcg@10");
+    assert!(pop > 0.0 && pop < 1.0, "{pop}");
 }

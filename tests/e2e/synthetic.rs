@@ -252,6 +252,9 @@ fn check_interrupt(signal: &str) {
     let rows = compare_json(store.path(), "e2e-synthetic");
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["status"], "KILLED", "{rows:#?}");
+    // The epochs trained before the stop are not lost: the best one was tested.
+    let ndcg = metric(&rows, "sasrec", "ndcg@10");
+    assert!((0.0..=1.0).contains(&ndcg), "{ndcg}");
 }
 
 /// `[experiment] train_budget_minutes`: a spent budget ends training after the epoch in flight,

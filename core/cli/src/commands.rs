@@ -271,15 +271,18 @@ fn run(
         .with_context(|| format!("cannot create the run store at {}", root.display()))?;
     let mut trackers: Vec<Box<dyn Tracker>> = vec![Box::new(LocalStore::new(&root))];
     trackers.extend(crate::sync::remote_trackers(&plan, &root)?);
-    // First Ctrl-C (or SIGTERM/SIGHUP, as schedulers send): finish the current epoch, record
-    // the run KILLED, skip the rest. A second one: leave at once.
+    // First Ctrl-C (or SIGTERM/SIGHUP, as schedulers send): finish the current epoch, test the
+    // best epoch so far, record the run KILLED, skip the rest. A second one: leave at once.
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let handler = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: stopping after this epoch (Ctrl-C again to quit now)");
+        eprintln!(
+            "\ninterrupted: stopping after this epoch, then testing the best epoch so far \
+             (Ctrl-C again to quit now)"
+        );
     });
     if let Err(e) = handler {
         tracing::warn!("Ctrl-C will not be handled gracefully: {e}");
@@ -328,7 +331,10 @@ fn run(
         summary.experiment
     );
     if cancel.load(Ordering::SeqCst) {
-        eprintln!("interrupted: the current run is recorded KILLED; later runs were not started.");
+        eprintln!(
+            "interrupted: the current run is recorded KILLED (with the test metrics of its best \
+             epoch, if it finished one); later runs were not started."
+        );
         return Ok(exit::INTERRUPTED);
     }
     let failed = summary.failed();

@@ -61,8 +61,8 @@ pub struct RunOptions {
     /// Run only trials whose id starts with this.
     pub trial: Option<String>,
     pub show_progress: bool,
-    /// Set (e.g. by Ctrl-C) to stop: the current run ends KILLED after its epoch, the rest are
-    /// skipped.
+    /// Set (e.g. by Ctrl-C) to stop: the current run ends KILLED after its epoch (its best
+    /// epoch so far still tested and stored), the rest are skipped.
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -145,7 +145,9 @@ pub fn run_plan(
             }
             let data = load_data(plan, registry, trial, ds_name, opts, &mut cache);
             if let Ok(d) = &data {
-                run_text_stages(plan, registry, trial, ds_name, d, opts);
+                if trial_reads_rationales(registry, trial) {
+                    run_text_stages(plan, registry, trial, ds_name, d, opts);
+                }
             }
             for model_name in &r.experiment.models {
                 if opts.cancel.load(Ordering::Relaxed) {
@@ -191,6 +193,25 @@ fn stage_options(opts: &RunOptions) -> pulse_stages::StageOptions {
         max_chunks: None,
         cancel: Some(opts.cancel.clone()),
     }
+}
+
+/// Whether a model of the trial reads rationale rows, directly or through the thought space.
+/// A spec that carries `[rationales]` for its `pulse` arm should not make a `sasrec`-only run
+/// (`--set experiment.models=...`) pay for SLM generation. A model whose section does not
+/// build counts as a reader: its own run reports the error, and guessing "no" would skip a
+/// stage the user asked for.
+fn trial_reads_rationales(registry: &Registry, trial: &Trial) -> bool {
+    let r = &trial.resolved;
+    r.experiment.models.iter().any(|m| {
+        let section = r.models.get(m).cloned().unwrap_or_default();
+        match registry.build_recommender(&section) {
+            Ok(model) => model.inputs().iter().any(|q| {
+                matches!(q, pulse_api::InputRequest::RationaleVectors(_))
+                    || q.source() == pulse_api::THOUGHT_SPACE
+            }),
+            Err(_) => true,
+        }
+    })
 }
 
 /// `[rationales]` (when the trial has it) before the models: cached, so only the first trial
@@ -355,7 +376,12 @@ fn run_one(
         Ok(()) => rec.finish(RunStatus::Finished, None),
         Err(RuntimeError::Interrupted) => {
             row.status = RunStatus::Killed;
-            row.error = Some("interrupted by the user".into());
+            row.error = Some(if row.test.is_empty() {
+                "interrupted by the user".into()
+            } else {
+                "interrupted by the user; the test metrics are the best epoch's before the stop"
+                    .into()
+            });
             rec.finish(RunStatus::Killed, row.error.as_deref());
         }
         Err(e) => {
@@ -427,6 +453,9 @@ fn fit_and_evaluate(
     if fit.budget_stop {
         summary.push(("stopped_by_budget".into(), 1.0));
     }
+    if fit.interrupted {
+        summary.push(("stopped_by_interrupt".into(), 1.0));
+    }
     rec.metrics(&summary, 0);
 
     let has_valid = data.valid.iter().any(|v| !v.is_empty());
@@ -462,6 +491,10 @@ fn fit_and_evaluate(
             Ok(bytes) => rec.artifact("best.safetensors", &bytes),
             Err(e) => tracing::warn!("could not serialise weights of {model_name}: {e}"),
         }
+    }
+    if fit.interrupted {
+        // Tested and stored, but not a finished run: comparisons must not average it in.
+        return Err(RuntimeError::Interrupted);
     }
     Ok(())
 }

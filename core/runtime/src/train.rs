@@ -1,7 +1,7 @@
 //! The training loop the core owns for every trained model: epochs, validation every
 //! `eval_every` epochs on the configured metric, best-epoch snapshot, early stopping with
-//! patience or a wall-clock training budget, restore of the best weights, and the metric stream
-//! (train loss and validation metrics per epoch) sent to the run recorders.
+//! patience, a wall-clock training budget or an interrupt, restore of the best weights, and the
+//! metric stream (train loss and validation metrics per epoch) sent to the run recorders.
 
 use crate::progress::EpochBar;
 use crate::record::Recorders;
@@ -25,6 +25,8 @@ pub struct FitOutcome {
     pub epoch_seconds: Option<f64>,
     /// Training stopped because `FitSettings::budget` ran out.
     pub budget_stop: bool,
+    /// Training stopped because `FitSettings::cancel` was set; the best epoch so far is kept.
+    pub interrupted: bool,
 }
 
 /// Everything the loop needs besides the model.
@@ -34,7 +36,8 @@ pub struct FitSettings<'a> {
     pub seed: u64,
     pub label: String,
     pub show_progress: bool,
-    /// Checked after every epoch: when set, training stops with `RuntimeError::Interrupted`.
+    /// Checked after every epoch: when set, training stops like a spent budget (the epoch is
+    /// validated, the best one kept) and the outcome says `interrupted`.
     pub cancel: &'a std::sync::atomic::AtomicBool,
     /// Wall-clock training budget, checked after every epoch (its validation included).
     pub budget: Option<std::time::Duration>,
@@ -72,6 +75,7 @@ pub fn fit(
     let mut since_best = 0usize;
     let mut stopped_early = false;
     let mut budget_stop = false;
+    let mut interrupted = false;
     let mut epochs = 0usize;
     let mut train_secs = 0.0;
     for epoch in 1..=tc.epochs {
@@ -87,19 +91,21 @@ pub fn fit(
         )?;
         train_secs += t.elapsed().as_secs_f64();
         epochs = epoch;
-        if s.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            bar.finish();
-            return Err(RuntimeError::Interrupted);
-        }
+        // Hours of training are not thrown away on Ctrl-C: the epoch just run is validated
+        // and the best one so far is kept, so that the caller can still test it.
+        interrupted = s.cancel.load(std::sync::atomic::Ordering::Relaxed);
         if !loss.is_finite() {
             bar.finish();
             return Err(RuntimeError::Diverged { epoch, loss });
         }
         rec.metric("train/loss", loss, epoch as i64);
-        let over_budget = s.budget.is_some_and(|b| started.elapsed() >= b);
+        let over_budget = interrupted || s.budget.is_some_and(|b| started.elapsed() >= b);
         // The last epoch before the budget runs out is validated, so that it can be kept.
         let validate = epoch % tc.eval_every == 0 || epoch == tc.epochs || over_budget;
         if !has_valid || !validate {
+            if interrupted {
+                break;
+            }
             continue;
         }
         let res = pulse_eval::evaluate(&*model, data, Phase::Valid, &eval_cfg, s.mask, s.seed)?;
@@ -126,6 +132,9 @@ pub fn fit(
                 break;
             }
         }
+        if interrupted {
+            break;
+        }
         if over_budget && epoch < tc.epochs {
             budget_stop = true;
             break;
@@ -138,6 +147,12 @@ pub fn fit(
             "{}: early stop at epoch {epochs} ({} rounds without a better valid {watch_key})",
             s.label,
             tc.patience
+        );
+    }
+    if interrupted {
+        tracing::warn!(
+            "{}: interrupted after epoch {epochs}; testing the best validation epoch so far",
+            s.label
         );
     }
     if budget_stop {
@@ -162,6 +177,7 @@ pub fn fit(
         seconds: started.elapsed().as_secs_f64(),
         epoch_seconds: (epochs > 0).then(|| train_secs / epochs as f64),
         budget_stop,
+        interrupted,
     })
 }
 
@@ -244,8 +260,8 @@ mod tests {
     /// Runs the loop over a script and returns (epochs run, best epoch, restored state).
     #[track_caller]
     fn check(script: &[bool], patience: usize, expected: (usize, Option<usize>, usize)) {
-        let out = check_with(script, patience, None, expected);
-        assert!(!out.budget_stop);
+        let out = check_with(script, patience, None, false, expected);
+        assert!(!out.budget_stop && !out.interrupted);
     }
 
     #[track_caller]
@@ -253,6 +269,7 @@ mod tests {
         script: &[bool],
         patience: usize,
         budget: Option<std::time::Duration>,
+        cancelled: bool,
         expected: (usize, Option<usize>, usize),
     ) -> FitOutcome {
         let mut model = Scripted {
@@ -267,7 +284,7 @@ mod tests {
             seed: 1,
             label: "scripted".into(),
             show_progress: false,
-            cancel: &std::sync::atomic::AtomicBool::new(false),
+            cancel: &std::sync::atomic::AtomicBool::new(cancelled),
             budget,
         };
         let mut rec = Recorders::start(&mut [], &test_info());
@@ -316,6 +333,7 @@ mod tests {
             &[true, true, true],
             0,
             Some(Duration::ZERO),
+            false,
             (1, Some(1), 1),
         );
         assert!(out.budget_stop);
@@ -324,8 +342,19 @@ mod tests {
             &[false, true, false],
             0,
             Some(Duration::from_secs(3600)),
+            false,
             (3, Some(2), 2),
         );
         assert!(!out.budget_stop);
+    }
+
+    #[test]
+    fn an_interrupt_stops_after_the_epoch_and_keeps_the_best() {
+        // Requested before the first epoch ends: that epoch runs, is validated and kept, even
+        // off the `eval_every` schedule, and the outcome says why training stopped.
+        let out = check_with(&[true, true, true], 0, None, true, (1, Some(1), 1));
+        assert!(out.interrupted && !out.budget_stop);
+        let out = check_with(&[false, true], 0, None, true, (1, Some(1), 1));
+        assert!(out.interrupted);
     }
 }
