@@ -139,13 +139,14 @@ pub fn run_plan(
         .sum();
     for trial in trials {
         let r = &trial.resolved;
+        let reads_rationales = trial_reads_rationales(registry, trial);
         for ds_name in &r.experiment.datasets {
             if opts.cancel.load(Ordering::Relaxed) {
                 break;
             }
             let data = load_data(plan, registry, trial, ds_name, opts, &mut cache);
             if let Ok(d) = &data {
-                if trial_reads_rationales(registry, trial) {
+                if reads_rationales {
                     run_text_stages(plan, registry, trial, ds_name, d, opts);
                 }
             }

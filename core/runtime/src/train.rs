@@ -99,44 +99,38 @@ pub fn fit(
             return Err(RuntimeError::Diverged { epoch, loss });
         }
         rec.metric("train/loss", loss, epoch as i64);
-        let over_budget = interrupted || s.budget.is_some_and(|b| started.elapsed() >= b);
-        // The last epoch before the budget runs out is validated, so that it can be kept.
-        let validate = epoch % tc.eval_every == 0 || epoch == tc.epochs || over_budget;
-        if !has_valid || !validate {
-            if interrupted {
-                break;
-            }
-            continue;
-        }
-        let res = pulse_eval::evaluate(&*model, data, Phase::Valid, &eval_cfg, s.mask, s.seed)?;
-        let batch: Vec<(String, f64)> = res
-            .metrics
-            .iter()
-            .map(|(k, v)| (format!("valid/{k}"), *v))
-            .collect();
-        rec.metrics(&batch, epoch as i64);
-        let v = res.metrics.get(&watch_key).copied().unwrap_or(f64::NAN);
-        let improved = best.as_ref().is_none_or(|(b, _, _)| v > *b);
-        tracing::debug!(
-            "{} epoch {epoch}: loss {loss:.4}, valid {watch_key} {v:.4}{}",
-            s.label,
-            if improved { " (best)" } else { "" }
-        );
-        if improved {
-            best = Some((v, epoch, model.snapshot()?));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if tc.patience > 0 && since_best >= tc.patience {
-                stopped_early = true;
-                break;
+        // An interrupt or a spent budget ends training after this epoch; it is validated
+        // off the `eval_every` schedule so that it can be kept.
+        let stopping =
+            interrupted || (epoch < tc.epochs && s.budget.is_some_and(|b| started.elapsed() >= b));
+        if has_valid && (epoch % tc.eval_every == 0 || epoch == tc.epochs || stopping) {
+            let res = pulse_eval::evaluate(&*model, data, Phase::Valid, &eval_cfg, s.mask, s.seed)?;
+            let batch: Vec<(String, f64)> = res
+                .metrics
+                .iter()
+                .map(|(k, v)| (format!("valid/{k}"), *v))
+                .collect();
+            rec.metrics(&batch, epoch as i64);
+            let v = res.metrics.get(&watch_key).copied().unwrap_or(f64::NAN);
+            let improved = best.as_ref().is_none_or(|(b, _, _)| v > *b);
+            tracing::debug!(
+                "{} epoch {epoch}: loss {loss:.4}, valid {watch_key} {v:.4}{}",
+                s.label,
+                if improved { " (best)" } else { "" }
+            );
+            if improved {
+                best = Some((v, epoch, model.snapshot()?));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if tc.patience > 0 && since_best >= tc.patience {
+                    stopped_early = true;
+                    break;
+                }
             }
         }
-        if interrupted {
-            break;
-        }
-        if over_budget && epoch < tc.epochs {
-            budget_stop = true;
+        if stopping {
+            budget_stop = !interrupted;
             break;
         }
     }
@@ -272,6 +266,19 @@ mod tests {
         cancelled: bool,
         expected: (usize, Option<usize>, usize),
     ) -> FitOutcome {
+        let (out, state) = run(script, patience, budget, cancelled, &data());
+        assert_eq!((out.epochs, out.best_epoch, state), expected);
+        out
+    }
+
+    /// Runs the loop over a script on `data`; returns the outcome and the restored state.
+    fn run(
+        script: &[bool],
+        patience: usize,
+        budget: Option<std::time::Duration>,
+        cancelled: bool,
+        data: &SplitData,
+    ) -> (FitOutcome, usize) {
         let mut model = Scripted {
             script: script.to_vec(),
             state: 0,
@@ -288,9 +295,8 @@ mod tests {
             budget,
         };
         let mut rec = Recorders::start(&mut [], &test_info());
-        let out = fit(&mut model, &data(), &settings, &mut rec).unwrap();
-        assert_eq!((out.epochs, out.best_epoch, model.state), expected);
-        out
+        let out = fit(&mut model, data, &settings, &mut rec).unwrap();
+        (out, model.state)
     }
 
     fn test_info() -> pulse_api::RunInfo {
@@ -346,6 +352,20 @@ mod tests {
             (3, Some(2), 2),
         );
         assert!(!out.budget_stop);
+        // Without validation data there is nothing to keep, but the budget still stops it.
+        let no_valid = SplitData {
+            valid: vec![vec![], vec![]],
+            ..data()
+        };
+        let (out, _) = run(
+            &[true, true, true],
+            0,
+            Some(Duration::ZERO),
+            false,
+            &no_valid,
+        );
+        assert_eq!((out.epochs, out.best_epoch), (1, None));
+        assert!(out.budget_stop);
     }
 
     #[test]
